@@ -1,0 +1,40 @@
+# hactl developer entry points. `make test` is the README's test command and what CI runs.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test unit integration venv deps demo demo-down bench clean
+
+test: deps
+	$(PY) -m pytest -q tests
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+integration: deps
+	$(PY) -m pytest -q tests/integration
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# System packages the integration tests need: etcd (Debian etcd-server) and PostgreSQL 15.
+deps: $(STAMP)
+	@bash scripts/install-deps.sh
+
+demo: deps
+	$(VENV)/bin/hactl demo up
+
+demo-down:
+	$(VENV)/bin/hactl demo down --purge
+
+bench: deps
+	$(PY) bench/cli_latency.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache
