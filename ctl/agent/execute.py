@@ -1,0 +1,308 @@
+"""Carry out a Decision: each action kind is one method; the first failing action ends the list."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Callable
+
+from ctl.agent import settings as st
+from ctl.dcs import codec, keys
+from ctl.errors import CtlError
+from ctl.ha.actions import Action, Decision, Kind
+from ctl.model import HistoryEntry, Member
+
+if TYPE_CHECKING:
+    from ctl.agent.loop import Agent
+
+log = logging.getLogger("hactl.agent")
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def slot_name(member: str) -> str:
+    """Patroni's slot naming: lowercase, anything outside [a-z0-9_] becomes `_`."""
+    import re
+
+    return re.sub("[^a-z0-9_]", "_", member.lower())
+
+
+class Executor:
+    def __init__(self, agent: "Agent") -> None:
+        self.agent = agent
+        self.activity: str | None = None  # member state while a long action runs ("creating replica", ...)
+        self._slots: frozenset[str] | None = None
+        self._last_status: tuple[int | None, tuple[str, ...]] | None = None
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    @property
+    def cfg(self):
+        return self.agent.config
+
+    def holds_lock_now(self) -> bool:
+        c = self.agent.cluster
+        return bool(c and c.leader and c.leader.name == self.agent.name) or self.agent.last_lock_renewal is not None
+
+    def _member(self, name: str | None) -> Member | None:
+        c = self.agent.cluster
+        return c.member(name) if c and name else None
+
+    def conninfo(self, target: str, *, replication: bool) -> str | None:
+        m = self._member(target)
+        if m is None or not m.host:
+            return None
+        user = self.cfg.postgresql.replication if replication else (
+            self.cfg.postgresql.rewind or self.cfg.postgresql.superuser)
+        parts = [f"host={m.host}", f"port={m.port}", f"user={_quote(user.username)}"]
+        if user.password:
+            parts.append(f"password={_quote(user.password)}")
+        if replication:
+            parts.append(f"application_name={_quote(self.agent.name)}")
+        else:
+            parts.append("dbname=postgres")
+        parts.append("connect_timeout=5")
+        return " ".join(parts)
+
+    def _write_config(self, *, standby: bool, target: str | None) -> None:
+        dynamic = self.agent.cluster.config if self.agent.cluster else None
+        primary_conninfo = self.conninfo(target, replication=True) if (standby and target) else None
+        slot = slot_name(self.agent.name) if (primary_conninfo and st.use_slots(self.cfg, dynamic)) else None
+        self.agent.pg.write_config(
+            st.pg_parameters(self.cfg, dynamic),
+            st.pg_hba(self.cfg, dynamic),
+            standby=standby,
+            primary_conninfo=primary_conninfo,
+            primary_slot_name=slot,
+        )
+
+    # ------------------------------------------------------------------------------------------------ run
+    def run(self, decision: Decision) -> bool:
+        for action in decision.actions:
+            handler: Callable[[Action], bool] = getattr(self, "_" + action.kind.value)
+            try:
+                ok = handler(action)
+            except CtlError as exc:
+                log.error("%s failed: %s", action, exc)
+                ok = False
+            finally:
+                self.activity = None
+            if not ok:
+                return False
+        return True
+
+    def _noop(self, action: Action) -> bool:
+        return True
+
+    def _initialize(self, action: Action) -> bool:
+        a = self.agent
+        if not a.dcs.initialize(""):
+            log.info("another member won the bootstrap race")
+            return False
+        log.info("won the bootstrap race: initializing a new cluster")
+        try:
+            self.activity = "initializing new cluster"
+            if a.pg.data_dir_empty():
+                options = self.cfg.bootstrap.get("initdb") or []
+                a.pg.initdb(list(options))
+            self._write_config(standby=False, target=None)
+            a.pg.start()
+            a.pg.create_users(self.cfg.postgresql.superuser, self.cfg.postgresql.replication,
+                              self.cfg.postgresql.rewind)
+            sysid = a.pg.system_identifier() or ""
+            if not a.dcs.acquire_leader(a.name):
+                raise CtlError("could not take the leader lock after bootstrap")
+            a.last_lock_renewal = a.clock()
+            a.dcs.put(keys.INITIALIZE, sysid)
+            a.dcs.put(keys.CONFIG, codec.dumps(st.bootstrap_dcs(self.cfg)), create=True)
+            log.info("bootstrapped cluster %s (system identifier %s); acquired leader lock", a.scope, sysid)
+            return True
+        except CtlError:
+            try:
+                a.dcs.delete(keys.INITIALIZE)
+            except CtlError:
+                pass
+            raise
+
+    def _clone(self, action: Action) -> bool:
+        a = self.agent
+        source = self.conninfo(action.target or "", replication=True)
+        if source is None:
+            return False
+        log.info("creating replica: pg_basebackup from %s", action.target)
+        self.activity = "creating replica"
+        a._publish()
+        try:
+            a.pg.basebackup(source)
+        except CtlError:
+            a.pg.remove_data_dir()
+            raise
+        return True
+
+    def _start_replica(self, action: Action) -> bool:
+        a = self.agent
+        self._write_config(standby=True, target=action.target)
+        self.activity = "starting"
+        try:
+            a.pg.start()
+        except CtlError:
+            a.start_failed = True
+            raise
+        a.start_failed = False
+        a.upstream = action.target
+        a.follow_since = a.clock()
+        log.info("started as a replica%s", f" of {action.target}" if action.target else " (no upstream yet)")
+        return True
+
+    def _start_primary(self, action: Action) -> bool:
+        a = self.agent
+        self._write_config(standby=False, target=None)
+        self.activity = "starting"
+        try:
+            a.pg.start()
+        except CtlError:
+            a.start_failed = True
+            raise
+        a.start_failed = False
+        a.upstream = None
+        log.info("started PostgreSQL as primary")
+        return True
+
+    def _acquire_lock(self, action: Action) -> bool:
+        a = self.agent
+        before = a.clock()
+        if a.dcs.acquire_leader(a.name):
+            a.last_lock_renewal = before
+            log.info("acquired leader lock")
+            return True
+        log.info("could not acquire leader lock: another member holds it")
+        return False
+
+    def _renew_lock(self, action: Action) -> bool:
+        a = self.agent
+        before = a.clock()
+        a.dcs.refresh_lease()
+        if a.dcs.renew_leader(a.name):
+            a.last_lock_renewal = before
+            return True
+        a.last_lock_renewal = None
+        log.warning("lost leader lock")
+        return False
+
+    def _release_lock(self, action: Action) -> bool:
+        a = self.agent
+        a.last_lock_renewal = None
+        return a.dcs.release_leader(a.name)
+
+    def _promote(self, action: Action) -> bool:
+        a = self.agent
+        log.info("promoting PostgreSQL")
+        self.activity = None
+        old = a.pg.probe()
+        a.pg.promote()
+        a.upstream = None
+        self._slots = None
+        new = a.pg.probe()
+        log.info("promoted: now primary on timeline %s", new.timeline)
+        self._write_history(old.timeline, new.timeline)
+        return True
+
+    def _write_history(self, old_tl: int | None, new_tl: int | None) -> None:
+        a = self.agent
+        if not new_tl or (old_tl and new_tl <= old_tl):
+            return
+        entry = self._history_entry(new_tl)
+        if entry is None:
+            return
+        cluster = a.dcs.get_cluster()
+        history = [h for h in cluster.history if h.timeline < entry.timeline] + [entry]
+        try:
+            a.dcs.put(keys.HISTORY, codec.encode_history(history))
+        except CtlError as exc:
+            log.warning("cannot write history: %s", exc)
+
+    def _history_entry(self, new_tl: int) -> HistoryEntry | None:
+        """The last line of the new timeline's history file: parent timeline, switch LSN, reason."""
+        path = os.path.join(self.agent.pg.data_dir, "pg_wal", f"{new_tl:08X}.history")
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = [ln for ln in f.read().splitlines() if ln.strip() and not ln.startswith("#")]
+        except OSError:
+            return None
+        if not lines:
+            return None
+        fields = lines[-1].split("\t")
+        try:
+            from ctl.model import lsn_from_str
+
+            tl, lsn = int(fields[0]), lsn_from_str(fields[1])
+        except (ValueError, IndexError):
+            return None
+        reason = fields[2].strip() if len(fields) > 2 else ""
+        ts = datetime.now(timezone.utc).isoformat()
+        return HistoryEntry(timeline=tl, lsn=lsn, reason=reason, timestamp=ts, new_leader=self.agent.name)
+
+    def _demote(self, action: Action) -> bool:
+        a = self.agent
+        log.warning("demoting: stopping PostgreSQL immediately")
+        a.last_lock_renewal = None
+        a.pg.stop(mode="immediate")
+        a.upstream = None
+        return True
+
+    def _follow(self, action: Action) -> bool:
+        a = self.agent
+        self._write_config(standby=True, target=action.target)
+        a.pg.reload()
+        a.upstream = action.target
+        a.follow_since = a.clock()
+        log.info("following %s", action.target)
+        return True
+
+    def _rewind(self, action: Action) -> bool:
+        a = self.agent
+        target = action.target or ""
+        source = self.conninfo(target, replication=False)
+        if source is None:
+            return False
+        if a.pg.is_running():
+            a.pg.stop(mode="fast")
+        self.activity = "rewinding"
+        log.info("running pg_rewind from %s", target)
+        if not a.pg.rewind(source):
+            log.warning("pg_rewind from %s failed: re-cloning", target)
+            return self._reinitialize(action)
+        return self._start_replica(action)
+
+    def _reinitialize(self, action: Action) -> bool:
+        a = self.agent
+        if a.pg.is_running():
+            a.pg.stop(mode="fast")
+        a.pg.remove_data_dir()
+        return self._clone(action) and self._start_replica(action)
+
+    def _create_slots(self, action: Action) -> bool:
+        a = self.agent
+        c = a.cluster
+        if c is None or not st.use_slots(self.cfg, c.config):
+            return True
+        wanted = frozenset(slot_name(m.name) for m in c.members if m.name != a.name)
+        if wanted != self._slots:
+            a.pg.ensure_slots(sorted(wanted))
+            self._slots = wanted
+        return True
+
+    def _update_status(self, action: Action) -> bool:
+        a = self.agent
+        c = a.cluster
+        state = a._pg_state
+        optime = state.wal_lsn if state is not None else None
+        retain = tuple(sorted(m.name for m in c.members)) if c else ()
+        if (optime, retain) == self._last_status:
+            return True
+        a.dcs.put(keys.STATUS, codec.encode_status(optime, None, retain))
+        self._last_status = (optime, retain)
+        return True
+

@@ -1,0 +1,296 @@
+"""The agent's loop: observe -> decide -> execute, once per loop_wait or at once on a DCS watch event.
+
+The loop runs in the process's main thread, which also starts the postmaster: PostgreSQL is a child of the agent
+with a parent-death signal (see ctl/pg), so a killed agent takes its PostgreSQL down with it (fencing).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import replace
+from typing import Any
+
+from ctl import __version__
+from ctl.agent import settings as st
+from ctl.agent.execute import Executor
+from ctl.agent.peers import fetch_peers
+from ctl.config import Config
+from ctl.errors import CtlError
+from ctl.ha.actions import Decision
+from ctl.ha.decide import decide
+from ctl.ha.state import HaSettings, Observation, PgView
+from ctl.model import Cluster, NodeStatus
+
+log = logging.getLogger("hactl.agent")
+
+
+class Agent:
+    def __init__(self, config: Config, dcs: Any, pg: Any, *, clock=time.monotonic) -> None:
+        self.config = config
+        self.name: str = config.name or ""
+        self.scope: str = config.scope or ""
+        self.dcs = dcs
+        self.pg = pg
+        self.clock = clock
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.cluster: Cluster | None = None
+        self.settings: HaSettings = st.ha_settings(config, None)
+        self.executor = Executor(self)
+        self._status = NodeStatus(name=self.name, scope=self.scope, version=__version__)
+        self._last_reason: str | None = None
+        self._last_streaming: float | None = None
+        self._last_member: dict[str, Any] | None = None
+        self._lease_id: int | None = None
+        self._bad_config_logged: int | None = None
+        self.last_lock_renewal: float | None = None
+        self.upstream: str | None = None
+        self.follow_since: float = 0.0
+        self.start_failed = False
+        self._pg_state: Any = None
+        rest = st.split_address(config.restapi.connect_address or config.restapi.listen, 8008, "restapi")
+        pgaddr = st.split_address(config.postgresql.connect_address or config.postgresql.listen, 5432, "postgresql")
+        self.api_url = f"{config.restapi.protocol}://{rest.host}:{rest.port}/patroni"
+        self.conn_url = f"postgres://{pgaddr.host}:{pgaddr.port}/postgres"
+
+    # ------------------------------------------------------------------------------------------------ status
+    def status(self) -> NodeStatus:
+        return self._status
+
+    def read_cluster(self) -> Cluster | None:
+        return self.dcs.get_cluster()
+
+    # ------------------------------------------------------------------------------------------------ loop
+    def run(self) -> None:
+        self.dcs.watch(self.wake.set)
+        while not self.stopping.is_set():
+            self.run_once()
+            timeout = self.settings.loop_wait if self.cluster is not None else 1.0
+            self.wake.wait(timeout)
+            self.wake.clear()
+        self.shutdown()
+
+    def run_once(self) -> Decision:
+        obs = self.observe()
+        decision = decide(obs)
+        if decision.reason != self._last_reason:
+            log.info("%s", decision.reason)
+            self._last_reason = decision.reason
+        self.executor.run(decision)
+        self._publish()
+        return decision
+
+    def observe(self) -> Observation:
+        now = self.clock()
+        try:
+            cluster = self.dcs.get_cluster()
+        except CtlError as exc:
+            if self.cluster is not None:
+                log.warning("DCS unreachable: %s", exc)
+            cluster = None
+        self.cluster = cluster
+        if cluster is not None:
+            self._check_dynamic_config(cluster)
+            self.settings = st.ha_settings(self.config, cluster.config)
+        state = self.pg.probe()
+        self._pg_state = state
+        if state.running and state.streaming:
+            self._last_streaming = now
+        pgv = self._pg_view(state, now)
+        peers = {}
+        if (cluster is not None and cluster.leader is None and cluster.initialize and pgv.running
+                and pgv.in_recovery and not cluster.is_paused):
+            others = [m for m in cluster.members if m.name != self.name]
+            peers = fetch_peers(others, timeout=1.0)
+        return Observation(
+            name=self.name,
+            now=now,
+            settings=self.settings,
+            pg=pgv,
+            cluster=cluster,
+            last_lock_renewal=self.last_lock_renewal,
+            peers=peers,
+        )
+
+    def _check_dynamic_config(self, cluster: Cluster) -> None:
+        cfg = cluster.config
+        if cfg is None or not cfg.data:
+            return
+        try:
+            st.check_timing(cfg.data, "config")
+            self._bad_config_logged = None
+        except CtlError as exc:
+            if self._bad_config_logged != cfg.mod_revision:  # once per bad revision, not every loop
+                log.error("ignoring invalid dynamic config (revision %s): %s", cfg.mod_revision, exc)
+                self._bad_config_logged = cfg.mod_revision
+
+    def _pg_view(self, state: Any, now: float) -> PgView:
+        empty = self.pg.data_dir_empty()
+        sysid = state.system_identifier if state.running else None
+        was_primary = False
+        if not empty and not state.running:
+            control = self._controldata()
+            sysid = control.get("Database system identifier") or sysid
+            was_primary = control.get("Database cluster state", "") in ("in production", "shut down")
+        grace = max(2 * self.settings.loop_wait, 5)
+        recent = self._last_streaming is not None and now - self._last_streaming <= self.settings.ttl
+        stalled = (bool(state.running and state.in_recovery and not state.streaming and self.upstream)
+                   and now - max(self._last_streaming or 0.0, self.follow_since) > grace)
+        return PgView(
+            running=state.running,
+            in_recovery=state.in_recovery,
+            timeline=state.timeline,
+            wal_lsn=state.wal_lsn,
+            streaming=state.streaming,
+            streamed_recently=recent,
+            stream_stalled=stalled,
+            upstream=self.upstream if state.running else None,
+            data_dir_empty=empty,
+            system_identifier=sysid,
+            was_primary=was_primary,
+            start_failed=self.start_failed,
+        )
+
+    def _controldata(self) -> dict[str, str]:
+        try:
+            return self.pg.controldata()
+        except CtlError:
+            return {}
+
+    # ------------------------------------------------------------------------------------------------ publish
+    def _member_data(self) -> dict[str, Any]:
+        s = self._pg_state
+        data: dict[str, Any] = {
+            "conn_url": self.conn_url,
+            "api_url": self.api_url,
+            "state": self._state_name(),
+            "role": self._role_name(),
+            "version": __version__,
+        }
+        if s is not None and s.running:
+            if s.wal_lsn is not None:
+                data["xlog_location"] = s.wal_lsn
+            if s.in_recovery:
+                if s.replayed_lsn is not None:
+                    data["replay_lsn"] = s.replayed_lsn
+                if s.received_lsn is not None:
+                    data["receive_lsn"] = s.received_lsn
+                data["replication_state"] = "streaming" if s.streaming else "in archive recovery"
+            if s.timeline is not None:
+                data["timeline"] = s.timeline
+            if s.pending_restart:
+                data["pending_restart"] = True
+                data["pending_restart_reason"] = dict(s.pending_restart)
+        if self.config.tags:
+            data["tags"] = dict(self.config.tags)
+        if self.cluster is not None and self.cluster.is_paused:
+            data["pause"] = True
+        return data
+
+    def _state_name(self) -> str:
+        if self.executor.activity:
+            return self.executor.activity
+        s = self._pg_state
+        if s is None or not s.running:
+            return "start failed" if self.start_failed else "stopped"
+        return "running"
+
+    def _role_name(self) -> str:
+        s = self._pg_state
+        if s is None or not s.running or s.in_recovery is None:
+            return "uninitialized" if self.pg.data_dir_empty() else "replica"
+        return "replica" if s.in_recovery else "primary"
+
+    def _publish(self) -> None:
+        """Keep our lease alive and our member key current; refresh the cached status for the REST API."""
+        if self.cluster is not None:
+            try:
+                lease = self.dcs.ensure_lease(self.settings.ttl)
+                if lease == self._lease_id:
+                    if not self.dcs.refresh_lease():
+                        lease = self.dcs.ensure_lease(self.settings.ttl)
+                if lease != self._lease_id:
+                    self._lease_id = lease
+                    self._last_member = None
+                data = self._member_data()
+                if data != self._last_member and self.dcs.touch_member(self.name, data):
+                    self._last_member = data
+            except CtlError as exc:
+                log.warning("cannot update member key: %s", exc)
+        self._status = self._node_status()
+
+    def _node_status(self) -> NodeStatus:
+        s = self._pg_state
+        cluster = self.cluster
+        running = bool(s is not None and s.running)
+        return replace(
+            self._status,
+            state=self._state_name(),
+            role=self._role_name(),
+            is_leader=bool(cluster and cluster.leader and cluster.leader.name == self.name),
+            server_version=getattr(s, "server_version", None),
+            postmaster_start_time=getattr(s, "postmaster_start_time", None),
+            xlog_location=s.wal_lsn if running and not s.in_recovery else None,
+            received_location=s.received_lsn if running and s.in_recovery else None,
+            replayed_location=s.replayed_lsn if running and s.in_recovery else None,
+            replayed_timestamp=getattr(s, "replayed_timestamp", None) if running else None,
+            wal_replay_paused=bool(getattr(s, "wal_replay_paused", False)),
+            timeline=s.timeline if running else None,
+            replication_state=("streaming" if s.streaming else "in archive recovery")
+            if running and s.in_recovery else None,
+            replication=tuple(getattr(s, "replication", ()) or ()) if running else (),
+            sync_standby=bool(cluster and self.name in cluster.sync_standbys),
+            pause=bool(cluster and cluster.is_paused),
+            cluster_unlocked=bool(cluster is not None and cluster.leader is None),
+            dcs_last_seen=int(time.time()) if cluster is not None else self._status.dcs_last_seen,
+            tags=dict(self.config.tags),
+            system_identifier=(cluster.initialize if cluster and cluster.initialize else None)
+            or getattr(s, "system_identifier", None),
+            pending_restart=bool(getattr(s, "pending_restart", None)),
+            pending_restart_reason=dict(getattr(s, "pending_restart", None) or {}),
+            last_loop_time=time.time(),
+            ttl=self.settings.ttl,
+            maximum_lag_on_failover=self.settings.maximum_lag_on_failover,
+            cluster_optime=cluster.optime if cluster else None,
+        )
+
+    # ------------------------------------------------------------------------------------------------ stop
+    def request_stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+
+    def shutdown(self) -> None:
+        """Graceful stop: a leader checkpoints and shuts PostgreSQL down, then releases the lock at once."""
+        leader = self.executor.holds_lock_now()
+        s = self._pg_state
+        primary = bool(s is not None and s.running and s.in_recovery is False)
+        if self.on_before_release is not None:
+            self.on_before_release()
+        try:
+            if primary:
+                log.info("shutting down: stopping primary PostgreSQL (checkpoint first)")
+                self.pg.stop(mode="fast", checkpoint=True)
+            else:
+                log.info("shutting down: stopping PostgreSQL")
+                self.pg.stop(mode="fast")
+        except CtlError as exc:
+            log.error("stopping PostgreSQL failed: %s", exc)
+        if leader:
+            try:
+                if self.dcs.release_leader(self.name):
+                    log.info("released leader lock")
+            except CtlError as exc:
+                log.warning("cannot release leader lock: %s", exc)
+        try:
+            self.executor.activity = None
+            self._pg_state = self.pg.probe()
+            data = self._member_data()
+            data["state"] = "stopped"
+            self.dcs.touch_member(self.name, data)
+        except CtlError:
+            pass
+
+    on_before_release: Any = None  # set by the runner: stops the REST API so peers see us as gone
+

@@ -1,0 +1,116 @@
+"""`hactl agent -c node.yml`: build the agent from patroni.yml and run it until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+
+from ctl import __version__
+from ctl.config import Config, load
+from ctl.errors import CtlError
+
+log = logging.getLogger("hactl.agent")
+
+
+def _setup_logging(config: Config, log_file: str | None) -> None:
+    level_name = str(config.log.get("level", os.environ.get("PATRONI_LOG_LEVEL", "INFO"))).upper()
+    level = getattr(logging, level_name, logging.INFO)
+    handler: logging.Handler
+    if log_file:
+        handler = logging.FileHandler(log_file)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {config.name}: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("grpc", "etcd3", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def build(config_path: str, user: str | None = None):
+    """Load and validate the configuration and construct the agent's parts (nothing started yet).
+
+    Raises:
+        ConfigError: a bad configuration file.
+    """
+    from ctl.agent import settings as st
+
+    config = load(config_path, require_file=True)
+    st.validate(config)
+    return config
+
+
+def run(config_path: str, user: str | None = None, log_file: str | None = None) -> int:
+    """Run the agent in the foreground; returns the exit code.
+
+    Raises:
+        CtlError: configuration or start-up failures (the CLI prints them as one line).
+    """
+    from ctl.agent.api import ApiServer
+    from ctl.agent.loop import Agent
+    from ctl.dcs.etcd3 import Etcd3Dcs
+    from ctl.pg.osuser import ensure_os_user, is_root
+    from ctl.pg.postgres import Postgres
+
+    config = build(config_path, user)
+    _setup_logging(config, log_file)
+    os_user = None
+    if is_root():
+        os_user = (user or "postgres")
+        ensure_os_user(os_user)
+    assert config.etcd is not None
+    dcs = Etcd3Dcs(config.etcd, config.namespace, config.scope or "",
+                   timeout=float(max(1, min(3, int(_retry(config))))))
+    pg = Postgres(config.postgresql, config.name or "", os_user=os_user, bin_dir=config.postgresql.bin_dir,
+                  log_file=os.path.join(os.path.dirname(os.path.abspath(config.postgresql.data_dir or ".")),
+                                        f"{config.name}-postgresql.log"))
+    agent = Agent(config, dcs, pg)
+    api = ApiServer(
+        config.restapi,
+        scope=config.scope or "",
+        name=config.name or "",
+        version=__version__,
+        get_status=agent.status,
+        read_cluster=agent.read_cluster,
+    )
+    _register_operations(api, agent)
+    agent.on_before_release = api.stop
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        log.info("received %s: shutting down", signal.Signals(signum).name)
+        agent.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    api.start()
+    log.info("hactl agent %s starting: scope %s, member %s, REST API on %s", __version__, config.scope,
+             config.name, config.restapi.listen)
+    try:
+        agent.run()
+    except CtlError:
+        raise
+    finally:
+        try:
+            api.stop()
+        except Exception:  # noqa: BLE001 - already stopped
+            pass
+        dcs.close()
+    log.info("agent stopped")
+    return 0
+
+
+def _retry(config: Config) -> int:
+    from ctl.agent.settings import bootstrap_dcs
+
+    try:
+        return int(bootstrap_dcs(config).get("retry_timeout", 10))
+    except (TypeError, ValueError):
+        return 10
+
+
+def _register_operations(api, agent) -> None:
+    """Unsafe endpoints (switchover, restart, ...) are added by the operations work; none yet."""
+    return None

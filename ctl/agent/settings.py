@@ -1,0 +1,172 @@
+"""Agent-side view of the configuration: validation at start, effective HA settings and PostgreSQL parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ctl.config import Config
+from ctl.errors import ConfigError
+from ctl.ha.state import HaSettings
+from ctl.model import DynamicConfig, _truthy
+
+DEFAULT_PARAMETERS: Mapping[str, Any] = {
+    "wal_level": "replica",
+    "hot_standby": "on",
+    "max_wal_senders": 10,
+    "max_replication_slots": 10,
+    "wal_keep_size": "128MB",
+    "wal_log_hints": "on",
+}
+DEFAULT_HBA = (
+    "local all all trust",
+    "host all all 127.0.0.1/32 md5",
+    "host all all ::1/128 md5",
+    "host replication all 127.0.0.1/32 md5",
+    "host replication all ::1/128 md5",
+)
+
+
+@dataclass(frozen=True)
+class HostPort:
+    host: str
+    port: int
+
+
+def split_address(value: str | None, default_port: int, what: str) -> HostPort:
+    """`host:port` (or `*:port`, or `host`) -> HostPort.
+
+    Raises:
+        ConfigError: a port that is not a number.
+    """
+    if not value:
+        raise ConfigError(f"{what} is required")
+    text = value.split(",")[0].strip()
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        return HostPort(text, default_port)
+    try:
+        return HostPort(host.strip("[]") or "127.0.0.1", int(port))
+    except ValueError:
+        raise ConfigError(f"{what}: bad port in {value!r}") from None
+
+
+def bootstrap_dcs(config: Config) -> dict[str, Any]:
+    raw = config.bootstrap.get("dcs")
+    return dict(raw) if isinstance(raw, Mapping) else {}
+
+
+def _int(data: Mapping[str, Any], key: str, default: int, what: str) -> int:
+    value = data.get(key, default)
+    if isinstance(value, bool):
+        raise ConfigError(f"{what}.{key} must be an integer, got {value!r}")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what}.{key} must be an integer, got {value!r}") from None
+
+
+def check_timing(data: Mapping[str, Any], what: str) -> tuple[int, int, int]:
+    """ttl/loop_wait/retry_timeout with Patroni's rule `loop_wait + 2*retry_timeout <= ttl`.
+
+    Raises:
+        ConfigError: a value of the wrong type or a violated rule.
+    """
+    ttl = _int(data, "ttl", 30, what)
+    loop_wait = _int(data, "loop_wait", 10, what)
+    retry = _int(data, "retry_timeout", 10, what)
+    if loop_wait < 1:
+        raise ConfigError(f"{what}.loop_wait must be >= 1, got {loop_wait}")
+    if ttl < 4:
+        raise ConfigError(f"{what}.ttl must be >= 4, got {ttl}")
+    if loop_wait + 2 * retry > ttl:
+        raise ConfigError(
+            f"{what}: loop_wait + 2*retry_timeout must be <= ttl ({loop_wait} + 2*{retry} > {ttl})"
+        )
+    return ttl, loop_wait, retry
+
+
+def validate(config: Config) -> None:
+    """Everything the agent needs, checked before anything starts.
+
+    Raises:
+        ConfigError: the first problem, in one line.
+    """
+    src = config.source or "configuration"
+    for value, key in ((config.scope, "scope"), (config.name, "name")):
+        if not value:
+            raise ConfigError(f"{src}: '{key}' is required for the agent")
+    if config.etcd is None:
+        raise ConfigError(f"{src}: no DCS configured (add an 'etcd3:' section with 'hosts')")
+    split_address(config.restapi.listen, 8008, f"{src}: restapi.listen")
+    split_address(config.postgresql.listen, 5432, f"{src}: postgresql.listen")
+    if not config.postgresql.data_dir:
+        raise ConfigError(f"{src}: 'postgresql.data_dir' is required")
+    check_timing(bootstrap_dcs(config), f"{src}: bootstrap.dcs")
+    initdb = config.bootstrap.get("initdb")
+    if initdb is not None and not isinstance(initdb, list):
+        raise ConfigError(f"{src}: 'bootstrap.initdb' must be a list")
+
+
+def ha_settings(config: Config, dynamic: DynamicConfig | None) -> HaSettings:
+    """Effective HA settings: the DCS config when present and valid, else bootstrap.dcs."""
+    data: Mapping[str, Any] = bootstrap_dcs(config)
+    if dynamic is not None and dynamic.data:
+        try:
+            check_timing(dynamic.data, "config")
+            data = dynamic.data
+        except ConfigError:
+            pass  # a bad value written by another tool: keep the bootstrap timing (logged by the loop)
+    ttl, loop_wait, retry = check_timing(data, "config") if data else (30, 10, 10)
+    try:
+        max_lag = int(data.get("maximum_lag_on_failover", 1048576))
+    except (TypeError, ValueError):
+        max_lag = 1048576
+    pg = data.get("postgresql") if isinstance(data.get("postgresql"), Mapping) else {}
+    use_rewind = _truthy(pg.get("use_pg_rewind", config.postgresql.use_pg_rewind))
+    tags = config.tags
+    nofailover = _truthy(tags.get("nofailover", False))
+    try:
+        priority = int(tags.get("failover_priority", 1))
+    except (TypeError, ValueError):
+        priority = 1
+    if priority <= 0:
+        nofailover = True
+    return HaSettings(
+        ttl=ttl,
+        loop_wait=loop_wait,
+        retry_timeout=retry,
+        maximum_lag_on_failover=max_lag,
+        use_pg_rewind=use_rewind,
+        nofailover=nofailover,
+        failover_priority=priority,
+    )
+
+
+def use_slots(config: Config, dynamic: DynamicConfig | None) -> bool:
+    pg = dynamic.postgresql if dynamic is not None else bootstrap_dcs(config).get("postgresql", {})
+    if isinstance(pg, Mapping) and "use_slots" in pg:
+        return _truthy(pg["use_slots"])
+    return config.postgresql.use_slots
+
+
+def pg_parameters(config: Config, dynamic: DynamicConfig | None) -> dict[str, Any]:
+    """Defaults, then the DCS `postgresql.parameters`, then the local file's (local wins)."""
+    params = dict(DEFAULT_PARAMETERS)
+    source = dynamic.postgresql if dynamic is not None else bootstrap_dcs(config).get("postgresql", {})
+    if isinstance(source, Mapping) and isinstance(source.get("parameters"), Mapping):
+        params.update(source["parameters"])
+    params.update(config.postgresql.parameters)
+    return params
+
+
+def pg_hba(config: Config, dynamic: DynamicConfig | None) -> tuple[str, ...]:
+    if config.postgresql.pg_hba:
+        return tuple(config.postgresql.pg_hba)
+    source = dynamic.postgresql if dynamic is not None else bootstrap_dcs(config).get("postgresql", {})
+    if isinstance(source, Mapping) and isinstance(source.get("pg_hba"), list) and source["pg_hba"]:
+        return tuple(str(x) for x in source["pg_hba"])
+    boot = config.bootstrap.get("pg_hba")
+    if isinstance(boot, list) and boot:
+        return tuple(str(x) for x in boot)
+    return DEFAULT_HBA

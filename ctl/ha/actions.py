@@ -1,0 +1,47 @@
+"""What the HA brain asks the agent to do. Actions run in order; the first that fails ends the list."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Kind(StrEnum):
+    INITIALIZE = "initialize"  # race for the `initialize` key, then initdb, start, create users, take the lock
+    CLONE = "clone"  # pg_basebackup from `target`
+    START_PRIMARY = "start_primary"
+    START_REPLICA = "start_replica"  # start as a standby following `target` (None: no upstream yet)
+    ACQUIRE_LOCK = "acquire_lock"
+    RENEW_LOCK = "renew_lock"
+    RELEASE_LOCK = "release_lock"
+    PROMOTE = "promote"
+    DEMOTE = "demote"  # stop PostgreSQL at once: a primary that may no longer lead
+    FOLLOW = "follow"  # point primary_conninfo at `target` and reload
+    REWIND = "rewind"  # stop, pg_rewind from `target` (re-clone if that fails), start as its replica
+    REINITIALIZE = "reinitialize"  # wipe the data directory and clone from `target`
+    CREATE_SLOTS = "create_slots"  # leader: a physical slot for every other member
+    UPDATE_STATUS = "update_status"  # leader: write /status (optime)
+    NOOP = "noop"
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: Kind
+    target: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.kind}({self.target})" if self.target else str(self.kind)
+
+
+@dataclass(frozen=True)
+class Decision:
+    actions: tuple[Action, ...]
+    reason: str  # one line for the log: why these actions
+
+    @property
+    def kinds(self) -> tuple[Kind, ...]:
+        return tuple(a.kind for a in self.actions)
+
+
+def act(kind: Kind, target: str | None = None) -> Action:
+    return Action(kind, target)

@@ -1,0 +1,150 @@
+"""The HA brain: `decide(observation) -> Decision`. Pure: no I/O, no clock, no randomness.
+
+Each branch is one rule an operator can name; the table test in tests/unit/test_ha_decide.py has a row per rule.
+Safety rules come first: a primary that cannot prove it leads stops before its lease can expire, and a replica
+that lags past `maximum_lag_on_failover`, is tagged nofailover, or is behind a reachable peer never takes the lock.
+"""
+
+from __future__ import annotations
+
+from ctl.ha.actions import Action, Decision, Kind, act
+from ctl.ha.state import Observation
+from ctl.model import lsn_to_str
+
+
+def _d(reason: str, *actions: Action) -> Decision:
+    return Decision(tuple(actions) or (act(Kind.NOOP),), reason)
+
+
+def demote_after(obs: Observation) -> float:
+    """Seconds after the last successful renewal at which a primary that cannot reach the DCS must demote.
+
+    `loop_wait + 2*retry_timeout <= ttl` (enforced at start) leaves at least `loop_wait + retry_timeout` seconds
+    between this point and the lease expiry for the demotion itself.
+    """
+    s = obs.settings
+    return float(min(s.retry_timeout, max(1, s.ttl - s.loop_wait - s.retry_timeout)))
+
+
+def decide(obs: Observation) -> Decision:
+    """Choose what the agent does in this loop iteration."""
+    if not obs.dcs_ok:
+        return _without_dcs(obs)
+    cluster = obs.cluster
+    assert cluster is not None
+    pg = obs.pg
+
+    if cluster.initialize is None:
+        return _d("cluster not initialized in DCS: racing to bootstrap it", act(Kind.INITIALIZE))
+    if cluster.initialize == "" and not obs.holds_lock:
+        return _d("another member is bootstrapping the cluster: waiting")
+    if cluster.initialize and pg.system_identifier and cluster.initialize != pg.system_identifier:
+        return _d(
+            f"data directory belongs to system {pg.system_identifier}, the cluster is {cluster.initialize}: "
+            "refusing to start (remove the data directory to re-clone)"
+        )
+
+    leader = cluster.leader.name if cluster.leader else None
+    if pg.data_dir_empty:
+        if leader and leader != obs.name:
+            lm = cluster.member(leader)
+            if lm is not None and lm.conn_url:
+                return _d(f"cloning from leader {leader}", act(Kind.CLONE, leader), act(Kind.START_REPLICA, leader))
+        return _d("no leader to clone from: waiting")
+
+    if cluster.is_paused:
+        return _paused(obs, leader)
+
+    if not pg.running:
+        return _not_running(obs, leader)
+
+    if obs.holds_lock:
+        if obs.is_primary:
+            return _d("renewed leader lock", act(Kind.RENEW_LOCK), act(Kind.UPDATE_STATUS), act(Kind.CREATE_SLOTS))
+        return _d("holding the leader lock as a replica: promoting", act(Kind.RENEW_LOCK), act(Kind.PROMOTE),
+                  act(Kind.UPDATE_STATUS), act(Kind.CREATE_SLOTS))
+
+    if leader is None:
+        if obs.is_primary:
+            return _d("no leader and this node runs as primary: acquiring leader lock", act(Kind.ACQUIRE_LOCK),
+                      act(Kind.UPDATE_STATUS))
+        return _election(obs)
+
+    # someone else leads
+    if obs.is_primary:
+        return _d(f"demoting: {leader} holds the leader lock", act(Kind.DEMOTE))
+    if pg.upstream != leader:
+        return _d(f"following {leader}", act(Kind.FOLLOW, leader))
+    if pg.stream_stalled:
+        lm = cluster.member(leader)
+        behind = lm is not None and lm.timeline is not None and pg.timeline is not None and pg.timeline < lm.timeline
+        if obs.settings.use_pg_rewind and behind:
+            return _d(f"not streaming from {leader} and on an older timeline: rewinding", act(Kind.REWIND, leader))
+        return _d(f"not streaming from {leader}")
+    return _d(f"following {leader}")
+
+
+def _without_dcs(obs: Observation) -> Decision:
+    if not obs.is_primary:
+        return _d("DCS unreachable: staying a replica")
+    if obs.last_lock_renewal is None:
+        return _d("demoting: DCS unreachable and this primary holds no leader lock", act(Kind.DEMOTE))
+    elapsed = obs.now - obs.last_lock_renewal
+    limit = demote_after(obs)
+    if elapsed >= limit:
+        return _d(f"demoting: cannot renew leader lock for {elapsed:.1f}s (limit {limit:.0f}s, ttl {obs.settings.ttl}s)",
+                  act(Kind.DEMOTE))
+    return _d(f"DCS unreachable: leader lock renewed {elapsed:.1f}s ago, demoting at {limit:.0f}s")
+
+
+def _paused(obs: Observation, leader: str | None) -> Decision:
+    if obs.holds_lock and obs.is_primary:
+        return _d("paused: renewed leader lock", act(Kind.RENEW_LOCK), act(Kind.UPDATE_STATUS))
+    if leader is None and obs.is_primary:
+        return _d("paused: acquiring leader lock for the running primary", act(Kind.ACQUIRE_LOCK))
+    return _d("paused: no automatic action")
+
+
+def _not_running(obs: Observation, leader: str | None) -> Decision:
+    pg = obs.pg
+    if obs.holds_lock:
+        if pg.start_failed or not pg.was_primary:
+            return _d("postgres is not running and cannot start as primary: releasing leader lock",
+                      act(Kind.RELEASE_LOCK))
+        return _d("postgres is not running while holding the leader lock: starting it as primary",
+                  act(Kind.RENEW_LOCK), act(Kind.START_PRIMARY))
+    if leader is not None and leader != obs.name:
+        if pg.was_primary:
+            if obs.settings.use_pg_rewind:
+                return _d(f"former primary rejoining {leader}: rewinding", act(Kind.REWIND, leader))
+            return _d(f"former primary rejoining {leader} without pg_rewind", act(Kind.START_REPLICA, leader))
+        return _d(f"starting as a replica of {leader}", act(Kind.START_REPLICA, leader))
+    return _d("no leader: starting read-only until an election", act(Kind.START_REPLICA))
+
+
+def _election(obs: Observation) -> Decision:
+    """The leader key is gone and this node is a running replica: take the lock only if it is the healthiest."""
+    s, pg, cluster = obs.settings, obs.pg, obs.cluster
+    assert cluster is not None
+    if s.nofailover:
+        return _d("no leader; not eligible: tagged nofailover")
+    if pg.wal_lsn is None:
+        return _d("no leader; not eligible: own WAL position unknown")
+    optime = cluster.optime
+    if optime is not None and optime - pg.wal_lsn > s.maximum_lag_on_failover:
+        return _d(
+            f"no leader; not eligible: lag {optime - pg.wal_lsn} bytes exceeds maximum_lag_on_failover "
+            f"{s.maximum_lag_on_failover} (last leader optime {lsn_to_str(optime)}, mine {lsn_to_str(pg.wal_lsn)})"
+        )
+    for peer in sorted(obs.peers.values(), key=lambda p: p.name):
+        if peer.name == obs.name or not peer.reachable or peer.nofailover:
+            continue
+        if peer.is_primary:
+            return _d(f"no leader; not promoting: {peer.name} still runs as primary")
+        if peer.wal_lsn is not None and peer.wal_lsn > pg.wal_lsn:
+            return _d(f"no leader; not promoting: {peer.name} is ahead ({lsn_to_str(peer.wal_lsn)} > "
+                      f"{lsn_to_str(pg.wal_lsn)})")
+        if peer.wal_lsn == pg.wal_lsn and peer.failover_priority > s.failover_priority:
+            return _d(f"no leader; deferring to {peer.name} (same position, higher failover_priority)")
+    return _d(f"no leader: acquiring leader lock as the healthiest replica (at {lsn_to_str(pg.wal_lsn)})",
+              act(Kind.ACQUIRE_LOCK), act(Kind.PROMOTE), act(Kind.UPDATE_STATUS), act(Kind.CREATE_SLOTS))

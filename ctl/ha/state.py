@@ -1,0 +1,76 @@
+"""What the HA brain sees: one observation of the DCS, the local PostgreSQL and the peers. Plain data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from ctl.model import Cluster
+
+
+@dataclass(frozen=True)
+class HaSettings:
+    ttl: int = 30
+    loop_wait: int = 10
+    retry_timeout: int = 10
+    maximum_lag_on_failover: int = 1048576
+    use_pg_rewind: bool = False
+    nofailover: bool = False
+    failover_priority: int = 1
+
+
+@dataclass(frozen=True)
+class PgView:
+    """The local PostgreSQL as the loop probed it."""
+
+    running: bool = False
+    in_recovery: bool | None = None
+    timeline: int | None = None
+    wal_lsn: int | None = None
+    streaming: bool = False
+    # streaming at some point within the last ttl seconds: the leader may just have died and taken the stream
+    streamed_recently: bool = False
+    # not streaming although a leader is up, for longer than the rejoin grace period
+    stream_stalled: bool = False
+    upstream: str | None = None  # the member name our primary_conninfo points at (None: no upstream)
+    data_dir_empty: bool = True
+    system_identifier: str | None = None
+    # the last clean state of the data directory says it ran as a primary (pg_controldata "in production"/"shut down")
+    was_primary: bool = False
+    start_failed: bool = False
+
+
+@dataclass(frozen=True)
+class PeerView:
+    """A peer's answer to GET /patroni, gathered only when the leader key is missing."""
+
+    name: str
+    reachable: bool
+    wal_lsn: int | None = None
+    is_primary: bool = False
+    nofailover: bool = False
+    failover_priority: int = 1
+
+
+@dataclass(frozen=True)
+class Observation:
+    name: str
+    now: float  # monotonic seconds
+    settings: HaSettings
+    pg: PgView
+    cluster: Cluster | None  # None: the DCS read failed
+    last_lock_renewal: float | None = None  # monotonic time of our last successful leader renewal
+    peers: Mapping[str, PeerView] = field(default_factory=dict)
+    shutting_down: bool = False
+
+    @property
+    def dcs_ok(self) -> bool:
+        return self.cluster is not None
+
+    @property
+    def holds_lock(self) -> bool:
+        return bool(self.cluster and self.cluster.leader and self.cluster.leader.name == self.name)
+
+    @property
+    def is_primary(self) -> bool:
+        return self.pg.running and self.pg.in_recovery is False

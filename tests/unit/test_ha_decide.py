@@ -1,0 +1,159 @@
+"""The HA brain as a table: one row per rule. No processes, no network, no clock."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+from dataclasses import replace
+
+import pytest
+
+from ctl.ha.actions import Kind
+from ctl.ha.decide import decide, demote_after
+from ctl.ha.state import HaSettings, Observation, PeerView, PgView
+from ctl.model import Cluster, DynamicConfig, Leader, Member, Status
+
+ME = "node2"
+S = HaSettings(ttl=30, loop_wait=10, retry_timeout=10, maximum_lag_on_failover=1_000_000, use_pg_rewind=True)
+
+REPLICA = PgView(running=True, in_recovery=True, timeline=1, wal_lsn=5_000_000, streaming=True,
+                 streamed_recently=True, upstream="node1", data_dir_empty=False, system_identifier="42")
+PRIMARY = PgView(running=True, in_recovery=False, timeline=1, wal_lsn=5_000_000, data_dir_empty=False,
+                 system_identifier="42")
+STOPPED = PgView(running=False, data_dir_empty=False, system_identifier="42")
+EMPTY = PgView(running=False, data_dir_empty=True)
+
+
+def member(name: str, **kw) -> Member:
+    return Member(name=name, conn_url=f"postgres://127.0.0.1:{5432 + int(name[-1])}/postgres",
+                  api_url=f"http://127.0.0.1:{8008 + int(name[-1])}/patroni", **kw)
+
+
+def cluster(leader: str | None = "node1", optime: int | None = 5_000_000, initialize: str | None = "42",
+            pause: bool = False, **kw) -> Cluster:
+    data = {"ttl": 30, "loop_wait": 10}
+    if pause:
+        data["pause"] = True
+    return Cluster(
+        scope="demo",
+        initialize=initialize,
+        config=DynamicConfig(data),
+        leader=Leader(leader) if leader else None,
+        members=tuple(member(n, timeline=kw.get("leader_tl", 1) if n == leader else 1)
+                      for n in ("node1", "node2", "node3")),
+        status=Status(optime=optime),
+    )
+
+
+def obs(pg: PgView = REPLICA, c: Cluster | None = None, *, dcs_down: bool = False, settings: HaSettings = S,
+        peers: dict | None = None, now: float = 100.0, last_renewal: float | None = None) -> Observation:
+    return Observation(name=ME, now=now, settings=settings, pg=pg,
+                       cluster=None if dcs_down else (c if c is not None else cluster()),
+                       last_lock_renewal=last_renewal, peers=peers or {})
+
+
+def peer(name: str, lsn: int | None, **kw) -> PeerView:
+    return PeerView(name=name, reachable=True, wal_lsn=lsn, **kw)
+
+
+CASES = [
+    # (id, observation, expected action kinds, a word the reason must contain)
+    ("bootstrap race when the cluster is new", obs(EMPTY, cluster(leader=None, initialize=None)),
+     (Kind.INITIALIZE,), "bootstrap"),
+    ("wait while another member bootstraps", obs(EMPTY, cluster(leader=None, initialize="")), (Kind.NOOP,),
+     "bootstrapping"),
+    ("clone an empty data dir from the leader", obs(EMPTY), (Kind.CLONE, Kind.START_REPLICA), "cloning"),
+    ("empty data dir and no leader: wait", obs(EMPTY, cluster(leader=None)), (Kind.NOOP,), "waiting"),
+    ("foreign system identifier: refuse", obs(replace(REPLICA, system_identifier="7")), (Kind.NOOP,), "refusing"),
+    ("leader renews", obs(PRIMARY, cluster(leader=ME)),
+     (Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS), "renewed"),
+    ("lock holder in recovery promotes", obs(REPLICA, cluster(leader=ME)),
+     (Kind.RENEW_LOCK, Kind.PROMOTE, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS), "promoting"),
+    ("replica follows the leader", obs(REPLICA), (Kind.NOOP,), "following node1"),
+    ("replica re-points to a new leader", obs(REPLICA, cluster(leader="node3")), (Kind.FOLLOW,), "following node3"),
+    ("stalled replica on an older timeline rewinds",
+     obs(replace(REPLICA, streaming=False, stream_stalled=True), cluster(leader="node1", leader_tl=2)),
+     (Kind.REWIND,), "rewinding"),
+    ("stalled replica on the same timeline just reports",
+     obs(replace(REPLICA, streaming=False, stream_stalled=True)), (Kind.NOOP,), "not streaming"),
+    ("second primary demotes", obs(PRIMARY), (Kind.DEMOTE,), "node1 holds the leader lock"),
+    ("healthy replica takes over", obs(REPLICA, cluster(leader=None)),
+     (Kind.ACQUIRE_LOCK, Kind.PROMOTE, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS), "healthiest"),
+    ("lagging replica is never promoted", obs(replace(REPLICA, wal_lsn=3_000_000), cluster(leader=None)),
+     (Kind.NOOP,), "maximum_lag_on_failover"),
+    ("lag exactly at the limit is allowed", obs(replace(REPLICA, wal_lsn=4_000_000), cluster(leader=None)),
+     (Kind.ACQUIRE_LOCK, Kind.PROMOTE, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS), "healthiest"),
+    ("nofailover replica never takes the lock",
+     obs(REPLICA, cluster(leader=None), settings=replace(S, nofailover=True)), (Kind.NOOP,), "nofailover"),
+    ("a peer further ahead wins", obs(REPLICA, cluster(leader=None), peers={"node3": peer("node3", 5_000_100)}),
+     (Kind.NOOP,), "node3 is ahead"),
+    ("an unreachable peer does not block", obs(REPLICA, cluster(leader=None),
+                                               peers={"node3": PeerView("node3", reachable=False)}),
+     (Kind.ACQUIRE_LOCK, Kind.PROMOTE, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS), "healthiest"),
+    ("a nofailover peer ahead does not block",
+     obs(REPLICA, cluster(leader=None), peers={"node3": peer("node3", 9_000_000, nofailover=True)}),
+     (Kind.ACQUIRE_LOCK, Kind.PROMOTE, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS), "healthiest"),
+    ("a still-running primary peer blocks promotion",
+     obs(REPLICA, cluster(leader=None), peers={"node1": peer("node1", 5_000_000, is_primary=True)}),
+     (Kind.NOOP,), "still runs as primary"),
+    ("equal position, higher priority peer goes first",
+     obs(REPLICA, cluster(leader=None), peers={"node3": peer("node3", 5_000_000, failover_priority=5)}),
+     (Kind.NOOP,), "deferring"),
+    ("unknown own position: not eligible", obs(replace(REPLICA, wal_lsn=None), cluster(leader=None)),
+     (Kind.NOOP,), "unknown"),
+    ("running primary with no leader key re-acquires", obs(PRIMARY, cluster(leader=None)),
+     (Kind.ACQUIRE_LOCK, Kind.UPDATE_STATUS), "acquiring"),
+    ("DCS down, replica stays", obs(REPLICA, dcs_down=True), (Kind.NOOP,), "staying a replica"),
+    ("DCS down, leader within its window waits", obs(PRIMARY, dcs_down=True, now=105, last_renewal=100),
+     (Kind.NOOP,), "demoting at"),
+    ("DCS down, leader past its window demotes", obs(PRIMARY, dcs_down=True, now=110.5, last_renewal=100),
+     (Kind.DEMOTE,), "cannot renew"),
+    ("DCS down, primary without a lock demotes", obs(PRIMARY, dcs_down=True), (Kind.DEMOTE,), "holds no leader"),
+    ("crashed lock holder restarts as primary", obs(replace(STOPPED, was_primary=True), cluster(leader=ME)),
+     (Kind.RENEW_LOCK, Kind.START_PRIMARY), "starting it as primary"),
+    ("lock holder that cannot start releases", obs(replace(STOPPED, was_primary=True, start_failed=True),
+                                                  cluster(leader=ME)), (Kind.RELEASE_LOCK,), "releasing"),
+    ("former primary rejoins with pg_rewind", obs(replace(STOPPED, was_primary=True)), (Kind.REWIND,), "rewinding"),
+    ("former primary without pg_rewind starts as replica",
+     obs(replace(STOPPED, was_primary=True), settings=replace(S, use_pg_rewind=False)),
+     (Kind.START_REPLICA,), "without pg_rewind"),
+    ("stopped replica starts following", obs(STOPPED), (Kind.START_REPLICA,), "replica of node1"),
+    ("stopped node with no leader starts read-only", obs(STOPPED, cluster(leader=None)), (Kind.START_REPLICA,),
+     "read-only"),
+    ("paused: no promotion without a leader", obs(REPLICA, cluster(leader=None, pause=True)), (Kind.NOOP,), "paused"),
+    ("paused: stopped node is not started", obs(STOPPED, cluster(pause=True)), (Kind.NOOP,), "paused"),
+    ("paused: leader keeps renewing", obs(PRIMARY, cluster(leader=ME, pause=True)),
+     (Kind.RENEW_LOCK, Kind.UPDATE_STATUS), "paused"),
+]
+
+
+@pytest.mark.parametrize("observation,kinds,word", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_decide(observation: Observation, kinds: tuple[Kind, ...], word: str) -> None:
+    decision = decide(observation)
+    assert decision.kinds == kinds, decision.reason
+    assert word in decision.reason
+
+
+def test_demote_window_leaves_time_before_the_lease_expires() -> None:
+    for ttl, loop_wait, retry in [(30, 10, 10), (10, 1, 3), (8, 2, 3), (20, 5, 7)]:
+        s = HaSettings(ttl=ttl, loop_wait=loop_wait, retry_timeout=retry)
+        window = demote_after(obs(PRIMARY, settings=s))
+        # a loop that starts just before the window, plus a DCS call timeout, still demotes before ttl
+        assert window + loop_wait <= ttl - 1, (ttl, loop_wait, retry, window)
+
+
+def test_ha_package_imports_no_io_modules() -> None:
+    forbidden = {"os", "socket", "subprocess", "time", "random", "threading", "urllib", "http", "etcd3", "grpc",
+                 "psycopg", "httpx", "ctl.dcs", "ctl.pg", "ctl.agent", "ctl.cli"}
+    for path in (pathlib.Path(__file__).resolve().parents[2] / "ctl" / "ha").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            for name in names:
+                root = name.split(".")[0]
+                assert root not in forbidden and not any(name.startswith(f) for f in forbidden if "." in f), \
+                    f"{path} imports {name}"
