@@ -339,3 +339,13 @@ class NodeStatus:
     ttl: int = 30
     maximum_lag_on_failover: int = 1048576
     cluster_optime: int | None = None  # /status optime as last seen, for ?lag=
+
+
+@dataclass(frozen=True)
+class MemberVersion:
+    """One member's answer to `GET /patroni` for `version`, or why there is none."""
+
+    member: str
+    patroni_version: str | None = None
+    server_version: int | None = None
+    error: str | None = None

@@ -1,0 +1,124 @@
+"""The hactl command line: global options, command registration and the one place errors become exit codes.
+
+Every failure ends as one line `Error: <message>` on stderr and a non-zero exit code from ctl.errors.ExitCode;
+Ctrl-C exits 130 quietly; a traceback is printed only with HACTL_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from ctl import __version__
+from ctl.cli.context import DEFAULT_TIMEOUT, AppState, err
+from ctl.errors import CtlError, ExitCode
+
+
+class _Group(TyperGroup):
+    """Runs the commands with click's standalone mode off, so hactl decides what an error looks like."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,  # type: ignore[override]
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        code = _run(lambda: super(_Group, self).main(args=args, prog_name=prog_name or "hactl",
+                                                     complete_var=complete_var, standalone_mode=False, **extra))
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _run(invoke: Any) -> int:
+    try:
+        rv = invoke()
+        return rv if isinstance(rv, int) else ExitCode.OK
+    except CtlError as exc:
+        err(f"Error: {exc.message}")
+        return exc.exit_code
+    except typer.TyperException as exc:  # click usage errors: bad option, missing argument, bad choice
+        hint = ""
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None:
+            hint = f" (see '{ctx.command_path} --help')"
+        err(f"Error: {exc.format_message()}{hint}")
+        return getattr(exc, "exit_code", ExitCode.USAGE) or ExitCode.USAGE
+    except typer.Abort:
+        err("Error: aborted")
+        return ExitCode.ABORTED
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        # `hactl list | head`: the reader went away; say nothing.
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stops a second error at interpreter exit
+        except OSError:
+            pass
+        return ExitCode.FAILED
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
+        if os.environ.get("HACTL_DEBUG"):
+            raise
+        err(f"Error: internal error: {type(exc).__name__}: {exc} (set HACTL_DEBUG=1 for a traceback)")
+        return ExitCode.FAILED
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="hactl",
+    help="PostgreSQL high availability the Patroni way: a patronictl-compatible CLI.",
+    rich_markup_mode=None,  # plain click help: ~100 ms faster than rich help
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"hactl version {__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    config_file: Annotated[Optional[str], typer.Option(
+        "--config-file", "-c", envvar="PATRONICTL_CONFIG_FILE", show_envvar=True,
+        help="patroni.yml / patronictl.yaml [default: ~/.config/patroni/patronictl.yaml]")] = None,
+    dcs_url: Annotated[Optional[str], typer.Option(
+        "--dcs-url", "--dcs", "-d", envvar="DCS_URL", help="etcd3://HOST:PORT/NAMESPACE, replaces the DCS config")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", "-k", help="Do not verify REST API certificates")] = False,
+    timeout: Annotated[float, typer.Option(
+        "--timeout", help="Give up on etcd and REST calls after this many seconds (at most 10)")] = DEFAULT_TIMEOUT,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the hactl version and exit")] = False,
+) -> None:
+    state = AppState(config_file=config_file, dcs_url=dcs_url, insecure=insecure, timeout=timeout)
+    ctx.obj = state
+    ctx.call_on_close(state.close)
+
+
+def _register() -> None:
+    from ctl.cli import views
+
+    views.register(app)
+    # Commands owned by other parts of hactl (agent, demo) register themselves when their module exists.
+    import importlib
+
+    for name in ("ctl.cli.agent", "ctl.cli.demo"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # the module exists but something it imports is missing: that is a bug
+                raise
+            continue
+        module.register(app)
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point (`hactl`)."""
+    app(args=argv, prog_name="hactl")

@@ -1,0 +1,187 @@
+"""Read-only commands: list, topology, history, show-config, dsn, version. Each one: parse -> service -> render."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Callable, List, Optional
+
+import typer
+
+from ctl import __version__, render
+from ctl.cli.context import AppState, color_enabled, err, out
+from ctl.errors import CtlError, RestError, UsageError
+from ctl.services import cluster as svc
+
+_FORMAT_HELP = "Output format: pretty, tsv, json, yaml (or yml)"
+
+
+def _fmt(value: str, allowed: tuple[str, ...] = render.FORMATS) -> str:
+    value = value.lower()
+    if value not in allowed:
+        raise UsageError(f"invalid format {value!r}; choose one of {', '.join(allowed)}")
+    return "yaml" if value == "yml" else value
+
+
+def _interval(watch: Optional[float], w: bool) -> Optional[float]:
+    if watch is not None:
+        if watch <= 0:
+            raise UsageError("--watch needs a positive number of seconds")
+        return watch
+    return 2.0 if w else None
+
+
+def _watch(frame: Callable[[], str], interval: float, live: bool) -> None:
+    """Redraw `frame()` every `interval` seconds until Ctrl-C, which ends the command with exit code 0.
+
+    On a terminal the table is redrawn in place (rich Live); otherwise each frame is printed after the previous one.
+    An etcd error is shown in the frame and the watch goes on.
+    """
+
+    def safe_frame() -> str:
+        try:
+            return frame()
+        except CtlError as exc:
+            return f"Error: {exc.message}\n"
+
+    try:
+        if live:
+            from rich.console import Console
+            from rich.live import Live
+            from rich.text import Text
+
+            with Live(Text.from_ansi(safe_frame()), console=Console(), auto_refresh=False,
+                      redirect_stdout=False) as display:
+                while True:
+                    time.sleep(interval)
+                    display.update(Text.from_ansi(safe_frame()), refresh=True)
+        else:
+            while True:
+                out(safe_frame())
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        return
+
+
+def _list_like(state: AppState, names: List[str], fmt: str, extended: bool, ts: bool,
+               watch: Optional[float], w: bool, topology: bool) -> None:
+    fmt = _fmt(fmt)
+    interval = _interval(watch, w)
+    clusters = svc.cluster_names(names, state.config.scope)
+    dcs = state.dcs
+    color = fmt == "pretty" and color_enabled()
+
+    def frame() -> str:
+        text = render.timestamp_line() if ts else ""
+        for name in clusters:
+            cluster = svc.read_cluster(dcs, state.namespace, name)
+            text += render.render_list(cluster, fmt, extended=extended, topology=topology, color=color)
+        return text
+
+    if interval is None:
+        out(frame())
+    else:
+        _watch(frame, interval, live=color_enabled() and fmt == "pretty")
+
+
+def cmd_list(
+    ctx: typer.Context,
+    cluster_names: Annotated[Optional[List[str]], typer.Argument(metavar="[CLUSTER_NAME]...")] = None,
+    extended: Annotated[bool, typer.Option("--extended", "-e", help="Show pending restarts, schedules, tags")] = False,
+    ts: Annotated[bool, typer.Option("--timestamp", "-t", help="Print a timestamp before each table")] = False,
+    fmt: Annotated[str, typer.Option("--format", "-f", help=_FORMAT_HELP)] = "pretty",
+    w: Annotated[bool, typer.Option("-W", help="Refresh every 2 seconds until Ctrl-C")] = False,
+    watch: Annotated[Optional[float], typer.Option("--watch", "-w", help="Refresh every SEC seconds",
+                                                   metavar="SEC")] = None,
+) -> None:
+    """List the members of clusters (default: the configured scope)."""
+    _list_like(ctx.obj, cluster_names or [], fmt, extended, ts, watch, w, topology=False)
+
+
+def cmd_topology(
+    ctx: typer.Context,
+    cluster_names: Annotated[Optional[List[str]], typer.Argument(metavar="[CLUSTER_NAME]...")] = None,
+    w: Annotated[bool, typer.Option("-W", help="Refresh every 2 seconds until Ctrl-C")] = False,
+    watch: Annotated[Optional[float], typer.Option("--watch", "-w", help="Refresh every SEC seconds",
+                                                   metavar="SEC")] = None,
+) -> None:
+    """Show the replication tree: cascading replicas (replicatefrom tag) under their upstream."""
+    _list_like(ctx.obj, cluster_names or [], "pretty", False, False, watch, w, topology=True)
+
+
+def _one_cluster(state: AppState, name: Optional[str]):  # noqa: ANN202 - returns model.Cluster
+    scope = svc.cluster_names([name] if name else [], state.config.scope)[0]
+    return svc.read_cluster(state.dcs, state.namespace, scope)
+
+
+def cmd_history(
+    ctx: typer.Context,
+    cluster_name: Annotated[Optional[str], typer.Argument()] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help=_FORMAT_HELP)] = "pretty",
+) -> None:
+    """Show the timeline history: TL, LSN, Reason, Timestamp, New Leader."""
+    fmt = _fmt(fmt)
+    cluster = _one_cluster(ctx.obj, cluster_name)
+    out(render.render_history(cluster.history, fmt))
+
+
+def cmd_show_config(
+    ctx: typer.Context,
+    cluster_name: Annotated[Optional[str], typer.Argument()] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="yaml (default) or json")] = "yaml",
+) -> None:
+    """Show the cluster's dynamic configuration (the `config` key) as YAML with sorted keys."""
+    fmt = _fmt(fmt, ("yaml", "yml", "json"))
+    cluster = _one_cluster(ctx.obj, cluster_name)
+    if cluster.config is None:
+        from ctl.errors import NotFound
+
+        raise NotFound(f"cluster {cluster.scope!r} has no dynamic configuration (no config key)")
+    out(render.render_config(cluster.config.data, fmt))
+
+
+def cmd_dsn(
+    ctx: typer.Context,
+    cluster_name: Annotated[Optional[str], typer.Argument()] = None,
+    role: Annotated[Optional[str], typer.Option(
+        "--role", "-r", help="leader (default), primary, standby-leader, replica, standby or any")] = None,
+    member: Annotated[Optional[str], typer.Option("--member", "-m", help="A member by name")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="pretty (default) or json")] = "pretty",
+) -> None:
+    """Print `host=... port=...` of a member (default: the leader)."""
+    fmt = _fmt(fmt, ("pretty", "json"))
+    if role and member:
+        raise UsageError("--role and --member are mutually exclusive options")
+    cluster = _one_cluster(ctx.obj, cluster_name)
+    out(render.render_dsn(svc.select_member(cluster, role, member), fmt))
+
+
+def cmd_version(
+    ctx: typer.Context,
+    cluster_name: Annotated[Optional[str], typer.Argument()] = None,
+    member_names: Annotated[Optional[List[str]], typer.Argument(metavar="[MEMBER_NAME]...")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="pretty (default) or json")] = "pretty",
+) -> None:
+    """Print hactl's version and, with a cluster, every member's Patroni and PostgreSQL versions."""
+    fmt = _fmt(fmt, ("pretty", "json"))
+    state: AppState = ctx.obj
+    if not cluster_name:
+        out(render.render_versions(__version__, None, fmt))
+        return
+    cluster = svc.read_cluster(state.dcs, state.namespace, cluster_name)
+    lines = svc.member_versions(cluster, state.rest, member_names or [])
+    out(render.render_versions(__version__, lines, fmt))
+    failed = [ln.member for ln in lines if ln.error is not None]
+    if failed:
+        err(f"Error: no version from {len(failed)} of {len(lines)} members: {', '.join(failed)}")
+        raise typer.Exit(RestError.exit_code)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("list", no_args_is_help=False)(cmd_list)
+    app.command("topology")(cmd_topology)
+    app.command("history")(cmd_history)
+    app.command("show-config")(cmd_show_config)
+    app.command("dsn")(cmd_dsn)
+    app.command("version")(cmd_version)
+
+

@@ -1,0 +1,375 @@
+"""The CLI's etcd client: etcd's v3 JSON gRPC-gateway over the standard library only.
+
+Why not python-etcd3: importing grpc + etcd3 costs 100-200 ms, and `hactl list` must start in well under 0.2 s.
+Patroni talks to etcd the same way. Every call is bounded by one overall timeout; endpoints are tried in turn.
+Secrets (password, token) are never put into an error message.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import socket
+import time
+from typing import Any
+
+from ctl.config import EtcdSettings
+from ctl.dcs import keys
+from ctl.dcs.codec import KeyValue, parse_cluster
+from ctl.errors import CasFailed, ConfigError, DcsError, DcsUnavailable
+from ctl.model import Cluster
+
+DEFAULT_TIMEOUT = 5.0
+MAX_TIMEOUT = 10.0
+# API prefixes by etcd version: 3.4+ serves /v3, 3.3 /v3beta, 3.2 /v3alpha. Tried in this order on a 404.
+_API_PREFIXES = ("/v3", "/v3beta", "/v3alpha")
+# gRPC status codes that etcd returns in the gateway's JSON error body.
+_GRPC_UNAUTHENTICATED = 16
+_GRPC_UNAVAILABLE = 14
+_GRPC_DEADLINE = 4
+
+
+def b64(data: str | bytes) -> str:
+    """etcd's gateway wants keys and values as base64 strings."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    return base64.b64encode(raw).decode("ascii")
+
+
+def unb64(text: str | None) -> str:
+    if not text:
+        return ""
+    return base64.b64decode(text).decode("utf-8", errors="replace")
+
+
+def parse_range_response(body: dict[str, Any]) -> tuple[list[KeyValue], int]:
+    """A `kv/range` JSON response -> (key/values, header revision). Numbers arrive as strings (int64 in JSON)."""
+    kvs = [
+        KeyValue(
+            key=unb64(kv.get("key")),
+            value=unb64(kv.get("value")),
+            mod_revision=int(kv.get("mod_revision", 0)),
+            lease=int(kv["lease"]) if kv.get("lease") not in (None, "0", 0) else None,
+            create_revision=int(kv.get("create_revision", 0)),
+        )
+        for kv in body.get("kvs") or ()
+    ]
+    return kvs, int((body.get("header") or {}).get("revision", 0))
+
+
+class _EtcdAnswer(Exception):
+    """etcd answered with an error body: not a transport failure, so the next endpoint would not help."""
+
+    def __init__(self, status: int, code: int | None, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class _Endpoint:
+    """One etcd URL with its kept-alive connection, API prefix and auth token."""
+
+    def __init__(self, url: str, host: str, port: int, tls: bool) -> None:
+        self.url = url
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.conn: http.client.HTTPConnection | None = None
+        self.api = _API_PREFIXES[0]
+        self.token: str | None = None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+class EtcdGateway:
+    """A small etcd v3 client for the CLI: prefix reads, compare-and-set writes, deletes."""
+
+    def __init__(self, settings: EtcdSettings, timeout: float = DEFAULT_TIMEOUT) -> None:
+        if timeout <= 0 or timeout > MAX_TIMEOUT:
+            raise ConfigError(f"--timeout must be between 0 and {MAX_TIMEOUT:g} seconds, got {timeout:g}")
+        self._settings = settings
+        self._timeout = timeout
+        tls = settings.protocol == "https"
+        self._endpoints = [_Endpoint(url, h, p, tls) for url, (h, p) in zip(settings.endpoints, settings.hosts)]
+        self._ssl_context = self._make_ssl_context() if tls else None
+
+    # ------------------------------------------------------------------------------------------------ public API
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return tuple(e.url for e in self._endpoints)
+
+    def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
+        """Every key under `prefix` in one linearizable range read.
+
+        Raises:
+            DcsUnavailable: no endpoint answered within the timeout.
+            DcsError: etcd refused the request (auth, permissions).
+        """
+        raw = prefix.encode("utf-8")
+        body = self._call("/kv/range", {"key": b64(raw), "range_end": b64(keys.prefix_range_end(raw))})
+        return parse_range_response(body)
+
+    def get_cluster(self, namespace: str, scope: str) -> Cluster:
+        """One consistent snapshot of `/<namespace>/<scope>/`.
+
+        Raises:
+            DcsUnavailable, DcsError: see get_prefix.
+        """
+        prefix = keys.cluster_prefix(namespace, scope)
+        kvs, revision = self.get_prefix(prefix)
+        return parse_cluster(scope, prefix, kvs, revision)
+
+    def list_clusters(self, namespace: str) -> list[str]:
+        """Names of the clusters that have keys under the namespace (keys only; values are not transferred).
+
+        Raises:
+            DcsUnavailable, DcsError: see get_prefix.
+        """
+        raw = keys.namespace_prefix(namespace).encode("utf-8")
+        body = self._call("/kv/range", {"key": b64(raw), "range_end": b64(keys.prefix_range_end(raw)),
+                                        "keys_only": True})
+        names = set()
+        for kv in body.get("kvs") or ():
+            rest = unb64(kv.get("key"))[len(raw.decode("utf-8")):]
+            if "/" in rest:
+                names.add(rest.split("/", 1)[0])
+        return sorted(names)
+
+    def put(self, key: str, value: str, *, mod_revision: int | None = None, create: bool = False) -> int:
+        """Write `key`; with `mod_revision` only if the key is unchanged, with `create` only if it is absent.
+
+        Returns the new revision.
+
+        Raises:
+            CasFailed: the comparison failed (someone changed the key first).
+            DcsUnavailable, DcsError: see get_prefix.
+        """
+        request = {"request_put": {"key": b64(key), "value": b64(value)}}
+        compare = self._compare(key, mod_revision, create)
+        if not compare:
+            body = self._call("/kv/put", request["request_put"])
+            return int((body.get("header") or {}).get("revision", 0))
+        return self._txn(key, compare, request)
+
+    def delete(self, key: str, *, mod_revision: int | None = None) -> int:
+        """Delete `key`, only if unchanged when `mod_revision` is given. Returns the new revision.
+
+        Raises:
+            CasFailed, DcsUnavailable, DcsError: see put.
+        """
+        request = {"request_delete_range": {"key": b64(key)}}
+        compare = self._compare(key, mod_revision, False)
+        if not compare:
+            body = self._call("/kv/deleterange", request["request_delete_range"])
+            return int((body.get("header") or {}).get("revision", 0))
+        return self._txn(key, compare, request)
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every key under `prefix`; returns how many were deleted.
+
+        Raises:
+            DcsUnavailable, DcsError: see get_prefix.
+        """
+        if not prefix.strip("/"):
+            raise DcsError("refusing to delete the whole keyspace")
+        raw = prefix.encode("utf-8")
+        body = self._call("/kv/deleterange", {"key": b64(raw), "range_end": b64(keys.prefix_range_end(raw))})
+        return int(body.get("deleted", 0))
+
+    def close(self) -> None:
+        for endpoint in self._endpoints:
+            endpoint.close()
+
+    def __enter__(self) -> "EtcdGateway":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------------ internals
+
+    @staticmethod
+    def _compare(key: str, mod_revision: int | None, create: bool) -> list[dict[str, Any]]:
+        if create:
+            return [{"key": b64(key), "target": "CREATE", "create_revision": "0", "result": "EQUAL"}]
+        if mod_revision is not None:
+            return [{"key": b64(key), "target": "MOD", "mod_revision": str(mod_revision), "result": "EQUAL"}]
+        return []
+
+    def _txn(self, key: str, compare: list[dict[str, Any]], request: dict[str, Any]) -> int:
+        body = self._call("/kv/txn", {"compare": compare, "success": [request], "failure": []})
+        if not body.get("succeeded"):  # the gateway omits false booleans
+            raise CasFailed(f"{key} was changed by someone else since it was read")
+        return int((body.get("header") or {}).get("revision", 0))
+
+    def _make_ssl_context(self) -> Any:
+        import ssl
+
+        s = self._settings
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            if s.cacert:
+                ctx.load_verify_locations(cafile=s.cacert)
+            else:
+                # The system store, named explicitly: SSL_CERT_FILE/REQUESTS_CA_BUNDLE must not change what we trust.
+                paths = ssl.get_default_verify_paths()
+                if paths.openssl_cafile and _exists(paths.openssl_cafile):
+                    ctx.load_verify_locations(cafile=paths.openssl_cafile)
+                if paths.openssl_capath and _exists(paths.openssl_capath):
+                    ctx.load_verify_locations(capath=paths.openssl_capath)
+            if s.cert:
+                ctx.load_cert_chain(s.cert, s.key or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"etcd TLS files (cacert={s.cacert}, cert={s.cert}, key={s.key}): "
+                              f"{getattr(exc, 'strerror', None) or exc}") from None
+        return ctx
+
+    def _connect(self, endpoint: _Endpoint, timeout: float) -> http.client.HTTPConnection:
+        if endpoint.conn is None:
+            if endpoint.tls:
+                endpoint.conn = http.client.HTTPSConnection(endpoint.host, endpoint.port, timeout=timeout,
+                                                            context=self._ssl_context)
+            else:
+                endpoint.conn = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=timeout)
+        else:
+            endpoint.conn.timeout = timeout
+            if endpoint.conn.sock is not None:
+                endpoint.conn.sock.settimeout(timeout)
+        return endpoint.conn
+
+    def _post(self, endpoint: _Endpoint, path: str, payload: dict[str, Any], timeout: float,
+              auth: bool = True) -> dict[str, Any]:
+        """One HTTP POST. Transport problems raise OSError/HTTPException; etcd errors raise _EtcdAnswer."""
+        data = json.dumps(payload).encode("utf-8")
+        headers = {"Content-Type": "application/json"}
+        if auth and endpoint.token:
+            headers["Authorization"] = endpoint.token
+        for attempt in range(2):
+            conn = self._connect(endpoint, timeout)
+            try:
+                conn.request("POST", endpoint.api + path, body=data, headers=headers)
+                resp = conn.getresponse()
+                raw = resp.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                # A kept-alive connection the server closed: reconnect once.
+                endpoint.close()
+                if attempt:
+                    raise
+                continue
+            except BaseException:
+                endpoint.close()
+                raise
+            break
+        if resp.status == 404 and endpoint.api != _API_PREFIXES[-1]:
+            endpoint.api = _API_PREFIXES[_API_PREFIXES.index(endpoint.api) + 1]
+            return self._post(endpoint, path, payload, timeout, auth)
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            body = None
+        if resp.status != 200 or not isinstance(body, dict) or ("error" in body and "header" not in body):
+            if not isinstance(body, dict):
+                raise http.client.HTTPException(f"HTTP {resp.status} with a non-JSON body from {endpoint.url}")
+            code = body.get("code")
+            message = str(body.get("message") or body.get("error") or f"HTTP {resp.status}")
+            raise _EtcdAnswer(resp.status, code if isinstance(code, int) else None, message)
+        return body
+
+    def _authenticate(self, endpoint: _Endpoint, timeout: float) -> None:
+        s = self._settings
+        body = self._post(endpoint, "/auth/authenticate", {"name": s.username, "password": s.password or ""},
+                          timeout, auth=False)
+        token = body.get("token")
+        if not token:
+            raise _EtcdAnswer(200, None, "etcd returned no auth token")
+        endpoint.token = str(token)
+
+    def _call(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """POST to the first endpoint that answers, within the overall timeout.
+
+        Raises:
+            DcsUnavailable: no endpoint answered in time.
+            DcsError: an endpoint answered with an error.
+        """
+        deadline = time.monotonic() + self._timeout
+        failures: list[str] = []
+        n = len(self._endpoints)
+        # Two rounds: a member restarting or a leader election is often over after a moment.
+        for round_ in range(2):
+            for i, endpoint in enumerate(list(self._endpoints)):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0.05:
+                    break
+                # A hung endpoint must not eat the whole budget while others wait untried.
+                left = n - i if round_ == 0 else 1
+                per_try = remaining if left <= 1 else max(remaining / left, min(1.0, remaining))
+                try:
+                    body = self._call_endpoint(endpoint, path, payload, per_try)
+                except _EtcdAnswer as exc:
+                    if exc.code in (_GRPC_UNAVAILABLE, _GRPC_DEADLINE) or exc.status in (502, 503, 504):
+                        failures.append(f"{endpoint.url}: {exc.message}")
+                        continue
+                    raise DcsError(f"etcd at {endpoint.url} refused the request: {_describe_refusal(exc.message)}") \
+                        from None
+                except (OSError, http.client.HTTPException) as exc:
+                    failures.append(f"{endpoint.url}: {_describe_transport(exc)}")
+                    continue
+                self._prefer(endpoint)
+                return body
+            remaining = deadline - time.monotonic()
+            if remaining <= 0.3:
+                break
+            time.sleep(0.2)
+        reason = failures[-1].split(": ", 1)[1] if failures else f"no answer within {self._timeout:g}s"
+        if len({f.split(": ", 1)[1] for f in failures}) > 1:
+            reason = "; ".join(dict.fromkeys(failures))
+        raise DcsUnavailable(f"cannot reach etcd at {', '.join(self.endpoints)}: {reason}")
+
+    def _call_endpoint(self, endpoint: _Endpoint, path: str, payload: dict[str, Any],
+                       timeout: float) -> dict[str, Any]:
+        if self._settings.username and endpoint.token is None:
+            self._authenticate(endpoint, timeout)
+        try:
+            return self._post(endpoint, path, payload, timeout)
+        except _EtcdAnswer as exc:
+            # Tokens expire (simple tokens after 5 min) and are local to one etcd member: renew once.
+            if self._settings.username and (exc.code == _GRPC_UNAUTHENTICATED or "invalid auth token" in exc.message):
+                endpoint.token = None
+                self._authenticate(endpoint, timeout)
+                return self._post(endpoint, path, payload, timeout)
+            raise
+
+    def _prefer(self, endpoint: _Endpoint) -> None:
+        """Keep using the endpoint that answered."""
+        if self._endpoints[0] is not endpoint:
+            self._endpoints.remove(endpoint)
+            self._endpoints.insert(0, endpoint)
+
+
+def _exists(path: str) -> bool:
+    import os
+
+    return os.path.exists(path)
+
+
+def _describe_transport(exc: BaseException) -> str:
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host ({exc.strerror or exc})"
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return text
+
+
+def _describe_refusal(message: str) -> str:
+    text = message.removeprefix("etcdserver: ")
+    if text == "user name is empty":
+        return "authentication is enabled on etcd; set username and password in the etcd3 section"
+    return text

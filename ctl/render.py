@@ -1,0 +1,377 @@
+"""All of hactl's output: rich tables for `pretty`, and json/yaml/tsv strings with patronictl's keys and values.
+
+Every function here returns a string (tests compare strings) and never fetches anything. The machine formats carry
+no colour and no markup. rich and yaml are imported only by the functions that need them, to keep startup fast.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+from urllib.parse import urlsplit
+
+from ctl.model import Cluster, ClusterRole, HistoryEntry, Member, MemberVersion, lsn_to_str
+
+FORMATS = ("pretty", "tsv", "json", "yaml", "yml")
+
+BASE_COLUMNS = ("Cluster", "Member", "Host", "Role", "State", "TL",
+                "Receive LSN", "Receive Lag", "Replay LSN", "Replay Lag")
+EXTENDED_COLUMNS = ("Pending restart", "Pending restart reason", "Scheduled restart", "Tags")
+HISTORY_COLUMNS = ("TL", "LSN", "Reason", "Timestamp", "New Leader")
+_RIGHT_ALIGNED = frozenset({"Group", "TL", "Receive LSN", "Receive Lag", "Replay LSN", "Replay Lag", "Lag", "LSN"})
+# Extra keys hactl adds to json/yaml `list` output. Patronictl's keys are untouched, so scripts keep working.
+EXTRA_KEYS = ("receive_lag_bytes", "replay_lag_bytes")
+_LONG_REASON = 50  # patronictl hides a pending-restart reason longer than this in pretty output
+
+
+# ----------------------------------------------------------------------------------------------- member rows
+
+
+@dataclass(frozen=True)
+class MemberView:
+    """What `list` shows about one member, derived like Patroni's `cluster_as_json`."""
+
+    name: str
+    role: ClusterRole
+    state: str
+    host: str | None
+    port: int | None
+    timeline: int | None
+    is_leader: bool
+    receive_lsn: int | None
+    replay_lsn: int | None
+    receive_lag: int | None  # bytes
+    replay_lag: int | None  # bytes
+    member: Member
+
+
+def _port(member: Member) -> int | None:
+    if not member.conn_url:
+        return None
+    try:
+        return urlsplit(member.conn_url).port
+    except ValueError:
+        return None
+
+
+def member_views(cluster: Cluster) -> list[MemberView]:
+    """Members sorted by name with cluster role, state and lags, as patronictl derives them."""
+    optime = cluster.optime
+    out = []
+    for m in cluster.members:
+        role = cluster.cluster_role(m)
+        is_leader = cluster.leader is not None and m.name == cluster.leader.name
+        state = (m.replication_state if role != ClusterRole.LEADER else "") or m.state or ""
+
+        def lag(lsn: int | None) -> int | None:
+            if is_leader or lsn is None or optime is None:
+                return None
+            return max(optime - lsn, 0)
+
+        out.append(MemberView(
+            name=m.name, role=role, state=state, host=m.host, port=_port(m), timeline=m.timeline,
+            is_leader=is_leader, receive_lsn=m.receive_lsn, replay_lsn=m.replay_lsn,
+            receive_lag=lag(m.receive_lsn), replay_lag=lag(m.replay_lsn), member=m,
+        ))
+    return out
+
+
+def topology_order(views: Sequence[MemberView]) -> list[tuple[int, MemberView]]:
+    """(level, member) in tree order: replicas hang under their `replicatefrom` replica, else under the leader."""
+    leader = next((v for v in views if v.role in (ClusterRole.LEADER, ClusterRole.STANDBY_LEADER)), None)
+    replicas = {v.name for v in views if v is not leader}
+    children: dict[str | None, list[MemberView]] = {}
+    for v in views:
+        if v is leader:
+            continue
+        parent = v.member.replicatefrom
+        if not (parent and parent != v.name and parent in replicas):
+            parent = leader.name if leader else None
+        children.setdefault(parent, []).append(v)
+    out: list[tuple[int, MemberView]] = []
+    seen: set[str] = set()
+
+    def walk(level: int, view: MemberView) -> None:
+        if view.name in seen:
+            return
+        seen.add(view.name)
+        out.append((level, view))
+        for child in children.get(view.name, ()):
+            walk(level + 1, child)
+
+    if leader:
+        walk(0, leader)
+    for v in children.get(None, ()):
+        walk(1, v)
+    for v in views:  # a replicatefrom cycle never reaches the leader; still show those members
+        if v.name not in seen:
+            walk(1, v)
+    return out
+
+
+def _format_reason(reason: Mapping[str, Any], hide_long: bool) -> str:
+    lines = []
+    for param, values in reason.items():
+        if isinstance(values, Mapping):
+            text = f"{param}: {values.get('old_value')}->{values.get('new_value')}"
+        else:
+            text = f"{param}: {values}"
+        lines.append(f"{param}: [hidden - too long]" if hide_long and len(text) > _LONG_REASON else text)
+    return "\n".join(lines)
+
+
+def _scheduled_restart(member: Member) -> str:
+    sr = member.scheduled_restart
+    if not sr or not sr.get("schedule"):
+        return ""
+    value = str(sr["schedule"])
+    if "postgres_version" in sr:
+        value += f" if version < {sr['postgres_version']}"
+    return value
+
+
+def _mb(lag: int | None) -> int | str:
+    return round(lag / 1024 / 1024) if lag is not None else ""
+
+
+def _yaml_dump(data: Any, flow: bool = False) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, default_flow_style=flow, allow_unicode=True, width=200)
+
+
+def list_columns(cluster: Cluster, extended: bool) -> list[str]:
+    """patronictl's columns: the base ones, plus the extended ones with -e or when any member has a value."""
+    members = [m for m in cluster.members if m.host]
+    columns = list(BASE_COLUMNS)
+    has = {
+        "Pending restart": any(m.pending_restart for m in members),
+        "Pending restart reason": any(m.pending_restart_reason for m in members),
+        "Scheduled restart": any(m.scheduled_restart for m in members),
+        "Tags": any(m.tags for m in members),
+    }
+    columns += [c for c in EXTENDED_COLUMNS if extended or has[c]]
+    return columns
+
+
+def list_rows(cluster: Cluster, extended: bool = False, fmt: str = "pretty",
+              topology: bool = False) -> tuple[list[str], list[dict[str, Any]]]:
+    """(columns, rows): one dict per member keyed by patronictl's column names, plus EXTRA_KEYS.
+
+    Values are what patronictl prints: lags in MB (int), LSNs as X/Y or `unknown`, empty string for no value.
+    """
+    columns = list_columns(cluster, extended)
+    views = member_views(cluster)
+    with_host = [v for v in views if v.host]
+    append_port = any(v.port is not None and v.port != 5432 for v in with_host) or \
+        len({v.host for v in with_host}) < len(with_host)
+    hide_long = fmt in ("pretty", "topology")
+    ordered = topology_order(views) if topology else [(0, v) for v in views]
+    rows = []
+    for level, v in ordered:
+        m = v.member
+        host = v.host or ""
+        if append_port and host and v.port:
+            host = f"{host}:{v.port}"
+        name = f"{'  ' * (level - 1)}+ {v.name}" if level > 0 else v.name
+        row: dict[str, Any] = {
+            "Cluster": cluster.scope,
+            "Member": name,
+            "Host": host,
+            "Role": v.role.value.replace("_", " ").title(),
+            "State": v.state,
+            "TL": v.timeline if v.timeline is not None else "",
+            "Receive LSN": "" if v.is_leader else lsn_to_str(v.receive_lsn),
+            "Receive Lag": _mb(v.receive_lag),
+            "Replay LSN": "" if v.is_leader else lsn_to_str(v.replay_lsn),
+            "Replay Lag": _mb(v.replay_lag),
+            "Pending restart": "*" if m.pending_restart else "",
+            "Pending restart reason": _format_reason(m.pending_restart_reason, hide_long),
+            "Scheduled restart": _scheduled_restart(m),
+            "Tags": dict(m.tags) if m.tags else "",
+        }
+        out = {c: row[c] for c in columns}
+        out["receive_lag_bytes"] = v.receive_lag if v.receive_lag is not None else ""
+        out["replay_lag_bytes"] = v.replay_lag if v.replay_lag is not None else ""
+        rows.append(out)
+    return columns, rows
+
+
+# ----------------------------------------------------------------------------------------------- tables
+
+
+def _box() -> Any:
+    from rich import box
+
+    # prettytable's look: + at every crossing, - and | elsewhere.
+    return box.Box("+-++\n| ||\n+-++\n| ||\n+-++\n+-++\n| ||\n+-++\n", ascii=True)
+
+
+_STATE_STYLES = {"running": "green", "streaming": "green", "stopped": "red", "crashed": "red",
+                 "start failed": "red", "stop failed": "red", "restart failed": "red", "initdb failed": "red"}
+
+
+def _table_string(columns: Sequence[str], rows: Sequence[Sequence[str]], title: str | None,
+                  color: bool = False) -> str:
+    """A prettytable-like ASCII table rendered with rich; the title is written into the top rule like patronictl."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+    import io
+
+    show_lines = any("\n" in c for r in rows for c in r)
+    table = Table(box=_box(), header_style=None, highlight=False, show_lines=show_lines, border_style=None)
+    for c in columns:
+        table.add_column(Text(c), justify="right" if c in _RIGHT_ALIGNED else "left", no_wrap=True)
+    for r in rows:
+        cells = []
+        for c, value in zip(columns, r):
+            style = ""
+            if color and c == "Role" and value in ("Leader", "Standby Leader"):
+                style = "bold"
+            elif color and c == "State":
+                style = _STATE_STYLES.get(value, "yellow")
+            cells.append(Text(value, style=style))
+        table.add_row(*cells)
+    buf = io.StringIO()
+    console = Console(file=buf, width=100_000, force_terminal=color, no_color=not color,
+                      color_system="standard" if color else None, legacy_windows=False, highlight=False)
+    console.print(table)
+    lines = buf.getvalue().splitlines()
+    if title and lines and lines[0].startswith("+"):
+        line = lines[0]
+        head = f" {title} "[: len(line) - 2]
+        lines[0] = line[0] + head + line[1 + len(head):]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any, column: str, fmt: str) -> str:
+    if column == "Tags" and value:
+        return _yaml_dump(value, flow=fmt != "pretty").strip()
+    return str(value)
+
+
+def cluster_title(cluster: Cluster) -> str:
+    init = {None: "uninitialized", "": "initializing"}.get(cluster.initialize, cluster.initialize)
+    return f"Cluster: {cluster.scope} ({init})"
+
+
+def service_info(cluster: Cluster) -> list[str]:
+    """The footer lines below a pretty table: maintenance mode and a scheduled switchover."""
+    info = []
+    if cluster.is_paused:
+        info.append("Maintenance mode: on")
+    f = cluster.failover
+    if f is not None and f.scheduled_at:
+        text = f"Switchover scheduled at: {_iso(f.scheduled_at)}"
+        if f.leader:
+            text += f"\n{'from':>24}: {f.leader}"
+        if f.member:
+            text += f"\n{'to':>24}: {f.member}"
+        info.append(text)
+    return info
+
+
+def _iso(value: str) -> str:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(value).isoformat()
+    except ValueError:
+        return value
+
+
+def render_list(cluster: Cluster, fmt: str = "pretty", extended: bool = False, topology: bool = False,
+                color: bool = False) -> str:
+    """`list`/`topology` output for one cluster, in any format."""
+    fmt = "yaml" if fmt == "yml" else fmt
+    columns, rows = list_rows(cluster, extended, "topology" if topology else fmt, topology)
+    if fmt in ("json", "yaml"):
+        # patronictl drops empty values from list output; the extra keys follow the same rule.
+        elements = [{k: v for k, v in row.items() if str(v)} for row in rows]
+        return _dump(elements, fmt)
+    if fmt == "tsv":
+        lines = ["\t".join(columns)]
+        lines += ["\t".join(_cell(row[c], c, "tsv") for c in columns) for row in rows]
+        return "\n".join(lines) + "\n"
+    cell_fmt = "topology" if topology else "pretty"
+    shown = [c for c in columns if c != "Cluster"]
+    header = ["Lag" if c in ("Receive Lag", "Replay Lag") else c for c in shown]
+    body = [[_cell(row[c], c, cell_fmt) for c in shown] for row in rows]
+    text = _table_string(header, body, cluster_title(cluster), color)
+    info = service_info(cluster)
+    if info:
+        text += " " + "\n ".join(info) + "\n"
+    return text
+
+
+def _dump(data: Any, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(data) + "\n"
+    # patronictl prints yaml.safe_dump(...) with click.echo, which adds one more newline.
+    return _yaml_dump(data) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------- other views
+
+
+def render_history(history: Iterable[HistoryEntry], fmt: str = "pretty") -> str:
+    """`history`: TL, LSN, Reason, Timestamp, New Leader."""
+    fmt = "yaml" if fmt == "yml" else fmt
+    rows = [[e.timeline, e.lsn, e.reason, e.timestamp, e.new_leader] for e in history]
+    if fmt in ("json", "yaml"):
+        return _dump([dict(zip(HISTORY_COLUMNS, r)) for r in rows], fmt)
+    if fmt == "tsv":
+        return "\n".join("\t".join(map(str, r)) for r in [list(HISTORY_COLUMNS), *rows]) + "\n"
+    return _table_string(HISTORY_COLUMNS, [[str(c) for c in r] for r in rows], None)
+
+
+def render_config(data: Mapping[str, Any], fmt: str = "yaml") -> str:
+    """`show-config`: the dynamic configuration, YAML with sorted keys (or JSON)."""
+    if fmt == "json":
+        return json.dumps(data, sort_keys=True) + "\n"
+    return _yaml_dump(dict(data)) + "\n"
+
+
+def render_dsn(member: Member, fmt: str = "pretty") -> str:
+    if fmt == "json":
+        return json.dumps({"member": member.name, "host": member.host, "port": member.port}) + "\n"
+    return f"host={member.host} port={member.port}\n"
+
+
+def format_pg_version(version: int) -> str:
+    """150018 -> 15.18; 90624 -> 9.6.24 (PostgreSQL's server_version_num)."""
+    if version < 100000:
+        return f"{version // 10000}.{version // 100 % 100}.{version % 100}"
+    return f"{version // 10000}.{version % 10000}"
+
+
+def render_versions(client_version: str, lines: Sequence[MemberVersion] | None, fmt: str = "pretty") -> str:
+    if fmt == "json":
+        data: dict[str, Any] = {"hactl": client_version}
+        if lines is not None:
+            data["members"] = [
+                {k: v for k, v in (("name", ln.member), ("patroni_version", ln.patroni_version),
+                                   ("postgresql_version", format_pg_version(ln.server_version)
+                                    if ln.server_version else None), ("error", ln.error)) if v is not None}
+                for ln in lines
+            ]
+        return json.dumps(data) + "\n"
+    out = [f"hactl version {client_version}"]
+    if lines is not None:
+        out.append("")
+        for ln in lines:
+            if ln.error is not None:
+                out.append(f"{ln.member}: failed to get version: {ln.error}")
+            else:
+                pg = f" PostgreSQL {format_pg_version(ln.server_version)}" if ln.server_version else ""
+                out.append(f"{ln.member}: Patroni {ln.patroni_version}{pg}")
+    return "\n".join(out) + "\n"
+
+
+def timestamp_line(now: Any = None) -> str:
+    """`-t`: the local time before each table, as patronictl prints it."""
+    from datetime import datetime
+
+    return (now or datetime.now()).strftime("%Y-%m-%d %H:%M:%S") + "\n"
