@@ -1,0 +1,115 @@
+"""One probe of the local server: the SQL, and the frozen PgState it becomes.
+
+The probe is a single query (one round trip) so that it is cheap enough for every HA loop tick and for REST
+handlers. LSNs are integers (bytes since 0/0); use `ctl.model.lsn_to_str` to print them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Mapping
+
+# Timeline of a primary: the first 8 hex digits of its current WAL file name (as Patroni does); the checkpoint
+# timeline lags right after a promotion. A replica: the timeline its WAL receiver streams, else the replayed one.
+PROBE_SQL = """
+SELECT pg_is_in_recovery() AS in_recovery,
+  CASE WHEN NOT pg_is_in_recovery() THEN (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint END AS wal_lsn,
+  (pg_last_wal_receive_lsn() - '0/0'::pg_lsn)::bigint AS received_lsn,
+  (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint AS replayed_lsn,
+  pg_last_xact_replay_timestamp() AS replayed_timestamp,
+  CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END AS wal_replay_paused,
+  CASE WHEN NOT pg_is_in_recovery()
+       THEN ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
+       ELSE (SELECT timeline_id FROM pg_control_checkpoint()) END AS timeline,
+  (SELECT system_identifier FROM pg_control_system())::text AS system_identifier,
+  current_setting('server_version_num')::int AS server_version,
+  pg_postmaster_start_time() AS postmaster_start_time,
+  (SELECT row_to_json(w) FROM (
+     SELECT status, received_tli, sender_host, sender_port,
+            (flushed_lsn - '0/0'::pg_lsn)::bigint AS flushed_lsn
+     FROM pg_stat_wal_receiver) w) AS wal_receiver,
+  (SELECT coalesce(json_agg(r ORDER BY r.application_name), '[]'::json) FROM (
+     SELECT usename, application_name, client_addr::text AS client_addr, state, sync_state, sync_priority,
+            (sent_lsn - '0/0'::pg_lsn)::bigint AS sent_lsn, (write_lsn - '0/0'::pg_lsn)::bigint AS write_lsn,
+            (flush_lsn - '0/0'::pg_lsn)::bigint AS flush_lsn, (replay_lsn - '0/0'::pg_lsn)::bigint AS replay_lsn
+     FROM pg_stat_replication) r) AS replication,
+  (SELECT coalesce(json_object_agg(s.name, json_build_object(
+            'old_value', current_setting(s.name),
+            'new_value', (SELECT f.setting FROM pg_file_settings f WHERE f.name = s.name
+                          ORDER BY f.seqno DESC LIMIT 1))), '{}'::json)
+     FROM pg_settings s WHERE s.pending_restart) AS pending_restart
+"""
+
+
+@dataclass(frozen=True)
+class PgState:
+    """One probe of the local server. `running` is about the postmaster process; `error` says why SQL failed."""
+
+    running: bool
+    in_recovery: bool | None = None
+    timeline: int | None = None
+    wal_lsn: int | None = None  # primary: pg_current_wal_lsn; replica: max(received, replayed)
+    received_lsn: int | None = None
+    replayed_lsn: int | None = None
+    replayed_timestamp: str | None = None
+    wal_replay_paused: bool = False
+    streaming: bool = False  # pg_stat_wal_receiver.status == 'streaming'
+    upstream: str | None = None  # sender host:port from pg_stat_wal_receiver
+    system_identifier: str | None = None
+    server_version: int | None = None
+    postmaster_start_time: str | None = None
+    replication: tuple[Mapping[str, Any], ...] = ()  # pg_stat_replication rows
+    pending_restart: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def accepting(self) -> bool:
+        """The probe query succeeded: the server accepts connections (read-write or read-only)."""
+        return self.running and self.error is None and self.in_recovery is not None
+
+    @property
+    def is_primary(self) -> bool:
+        return self.accepting and self.in_recovery is False
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def state_from_row(row: Mapping[str, Any]) -> PgState:
+    """Build a PgState from the PROBE_SQL row (a column-name mapping)."""
+    in_recovery = bool(row["in_recovery"])
+    received, replayed = row.get("received_lsn"), row.get("replayed_lsn")
+    receiver = row.get("wal_receiver") or {}
+    timeline = row.get("timeline")
+    if in_recovery:
+        lsns = [v for v in (received, replayed) if v is not None]
+        wal_lsn = max(lsns) if lsns else None
+        if receiver.get("received_tli"):
+            timeline = receiver["received_tli"]
+    else:
+        wal_lsn = row.get("wal_lsn")
+    upstream = None
+    if receiver.get("sender_host"):
+        upstream = f"{receiver['sender_host']}:{receiver['sender_port']}" if receiver.get("sender_port") else \
+            str(receiver["sender_host"])
+    return PgState(
+        running=True,
+        in_recovery=in_recovery,
+        timeline=int(timeline) if timeline is not None else None,
+        wal_lsn=int(wal_lsn) if wal_lsn is not None else None,
+        received_lsn=int(received) if received is not None else None,
+        replayed_lsn=int(replayed) if replayed is not None else None,
+        replayed_timestamp=_iso(row.get("replayed_timestamp")),
+        wal_replay_paused=bool(row.get("wal_replay_paused")),
+        streaming=receiver.get("status") == "streaming",
+        upstream=upstream,
+        system_identifier=row.get("system_identifier"),
+        server_version=row.get("server_version"),
+        postmaster_start_time=_iso(row.get("postmaster_start_time")),
+        replication=tuple(dict(r) for r in row.get("replication") or ()),
+        pending_restart={k: dict(v) for k, v in (row.get("pending_restart") or {}).items()},
+    )

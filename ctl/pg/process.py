@@ -1,0 +1,174 @@
+"""Starting PostgreSQL programs as the OS user, with a parent-death signal, and inspecting postmaster PIDs.
+
+Every program is started with Popen(user=, group=, extra_groups=) when we are root. CPython applies those in the
+forked child (setgroups, setregid, setreuid) *before* it calls `preexec_fn`, and our `preexec_fn` then sets
+`prctl(PR_SET_PDEATHSIG, sig)`: the kernel clears the death signal on credential changes, so it must come after
+the uid switch. It then compares `os.getppid()` with the PID of the parent that forked it: if the parent already
+died between fork and prctl, the child exits at once instead of running unfenced.
+
+The death signal fires when the *thread* that forked the child exits, not only the process; callers that start
+long-lived children (the postmaster) must do so from a long-lived thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import subprocess
+from typing import IO, Mapping, Sequence
+
+from ctl.errors import PgCommandError
+from ctl.pg.osuser import OsUser
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_prctl = _libc.prctl
+_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_prctl.restype = ctypes.c_int
+
+
+def _death_signal_hook(sig: int, parent_pid: int):
+    """A preexec_fn: ask for `sig` when our parent (thread) dies; exit if it already has."""
+
+    def hook() -> None:
+        # Runs in the forked child: keep it tiny, no allocation-heavy work, no logging.
+        if _prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
+            os._exit(126)
+        if os.getppid() != parent_pid:
+            os._exit(125)
+
+    return hook
+
+
+def child_env(extra: Mapping[str, str] | None = None, user: OsUser | None = None) -> dict[str, str]:
+    """Our environment without libpq variables (PGHOST, PGPASSWORD, ... would redirect or leak), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    if user is not None and user.switch:
+        env["HOME"] = user.home or "/"
+        env["USER"] = env["LOGNAME"] = user.name
+    env.update(extra or {})
+    return env
+
+
+def _user_kwargs(user: OsUser) -> dict:
+    if not user.switch:
+        return {}
+    return {"user": user.uid, "group": user.gid, "extra_groups": list(user.groups)}
+
+
+def spawn(
+    argv: Sequence[str],
+    user: OsUser,
+    *,
+    stdout: IO | int | None,
+    death_signal: int = signal.SIGQUIT,
+    env: Mapping[str, str] | None = None,
+    stdin: IO | int | None = subprocess.DEVNULL,
+) -> subprocess.Popen:
+    """Start `argv` as `user`, in its own session (a Ctrl-C on the agent's terminal does not reach it), with a
+    parent-death signal. The caller owns the returned child and must wait() for it.
+
+    Raises:
+        PgCommandError: the program could not be started.
+    """
+    try:
+        return subprocess.Popen(
+            list(argv),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=subprocess.STDOUT if stdout is not None else None,
+            cwd="/",  # the agent's cwd (e.g. /root) may be unreadable for the OS user; PG tools getcwd()
+            env=dict(env) if env is not None else child_env(user=user),
+            start_new_session=True,
+            preexec_fn=_death_signal_hook(death_signal, os.getpid()),
+            close_fds=True,
+            **_user_kwargs(user),
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise PgCommandError(f"cannot start {os.path.basename(argv[0])}: {exc}") from None
+
+
+def run(
+    argv: Sequence[str],
+    user: OsUser,
+    *,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    stdin_data: str | None = None,
+) -> subprocess.CompletedProcess:
+    """Run a PostgreSQL program to completion as `user`; stdout and stderr are captured (merged).
+
+    On timeout the whole process group is killed. The return code is not checked.
+
+    Raises:
+        PgCommandError: the program could not be started or did not finish within `timeout`.
+    """
+    proc = spawn(
+        argv, user, stdout=subprocess.PIPE, death_signal=signal.SIGTERM, env=env,
+        stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
+    )
+    try:
+        out, _ = proc.communicate(stdin_data.encode() if stdin_data is not None else None, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid)
+        proc.communicate()
+        raise PgCommandError(f"{os.path.basename(argv[0])} did not finish within {timeout:g}s") from None
+    return subprocess.CompletedProcess(list(argv), proc.returncode, out.decode("utf-8", "replace"), "")
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# ------------------------------------------------------------------------------------------------------ PIDs
+
+
+def pid_alive(pid: int) -> bool:
+    """True when `pid` exists and is not a zombie (an orphaned, exited postmaster may linger as one)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def read_postmaster_pid(data_dir: str) -> int | None:
+    """The PID in `postmaster.pid`, or None when the file is missing or unreadable."""
+    try:
+        with open(os.path.join(data_dir, "postmaster.pid"), encoding="utf-8") as f:
+            first = f.readline().strip()
+        return int(first) if first else None
+    except (OSError, ValueError):
+        return None
+
+
+def is_postmaster_of(pid: int, data_dir: str) -> bool:
+    """True when `pid` is a live postgres process serving `data_dir` (not a recycled PID)."""
+    if not pid_alive(pid):
+        return False
+    try:
+        # The postmaster chdir()s into its data directory; this is readable for root and for the owner.
+        return os.path.realpath(os.readlink(f"/proc/{pid}/cwd")) == os.path.realpath(data_dir)
+    except OSError:
+        pass
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            exe = f.read().split(b"\0", 1)[0]
+        return os.path.basename(exe).startswith((b"postgres", b"postmaster"))
+    except OSError:
+        return True  # cannot tell; assume it is, never start a second postmaster on the same data
