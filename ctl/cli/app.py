@@ -96,6 +96,10 @@ def _global_options(
                                           help="Print the hactl version and exit")] = False,
 ) -> None:
     state = AppState(config_file=config_file, dcs_url=dcs_url, insecure=insecure, timeout=timeout)
+    if isinstance(ctx.obj, dict):  # tests hand in fakes at the protocol boundary: CliRunner.invoke(obj={...})
+        state._config = ctx.obj.get("config")
+        state._dcs = ctx.obj.get("dcs")
+        state._rest = ctx.obj.get("rest")
     ctx.obj = state
     ctx.call_on_close(state.close)
 
