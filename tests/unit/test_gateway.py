@@ -1,0 +1,67 @@
+"""The pure parts of ctl.dcs.gateway: request building and response parsing (network behaviour: integration)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from ctl.config import EtcdSettings
+from ctl.dcs import gateway
+from ctl.dcs.gateway import EtcdGateway, b64, parse_range_response, unb64
+from ctl.errors import ConfigError, DcsError
+from tests.support.patroni_dumps import load_range_json
+
+SETTINGS = EtcdSettings(hosts=(("127.0.0.1", 2379), ("127.0.0.2", 2380)))
+
+
+def test_base64_round_trip() -> None:
+    assert b64("/service/demo/") == "L3NlcnZpY2UvZGVtby8="
+    assert unb64(b64("ünï")) == "ünï" and unb64(None) == "" and unb64("") == ""
+
+
+def test_parse_range_response_of_a_real_gateway_answer() -> None:
+    kvs, revision = parse_range_response(load_range_json())
+    assert revision == 41 and len(kvs) == 7
+    leader = next(kv for kv in kvs if kv.key == "/service/demo/leader")
+    assert leader.value == "node1" and leader.lease == 8252743046955289862 and leader.mod_revision == 8
+    config = next(kv for kv in kvs if kv.key.endswith("/config"))
+    assert config.lease is None and config.create_revision == 7
+    assert parse_range_response({"header": {"revision": "5"}}) == ([], 5)  # no kvs key when nothing matched
+
+
+def test_compare_targets() -> None:
+    assert EtcdGateway._compare("/k", 12, False) == [
+        {"key": b64("/k"), "target": "MOD", "mod_revision": "12", "result": "EQUAL"}]
+    assert EtcdGateway._compare("/k", None, True) == [
+        {"key": b64("/k"), "target": "CREATE", "create_revision": "0", "result": "EQUAL"}]
+    assert EtcdGateway._compare("/k", None, False) == []
+
+
+@pytest.mark.parametrize("timeout", [0, -1, 10.5, 60])
+def test_timeout_is_bounded(timeout: float) -> None:
+    with pytest.raises(ConfigError, match="timeout"):
+        EtcdGateway(SETTINGS, timeout=timeout)
+
+
+def test_endpoints_and_refusing_to_delete_everything() -> None:
+    g = EtcdGateway(SETTINGS, timeout=10)
+    assert g.endpoints == ("http://127.0.0.1:2379", "http://127.0.0.2:2380")
+    with pytest.raises(DcsError, match="whole keyspace"):
+        g.delete_prefix("/")
+
+
+def test_tls_context_uses_the_configured_ca_not_the_environment(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "does-not-exist.pem"))
+    s = EtcdSettings(hosts=(("h", 2379),), protocol="https", cacert=str(tmp_path / "missing-ca.pem"))
+    with pytest.raises(ConfigError, match="missing-ca.pem"):
+        EtcdGateway(s)
+    ok = EtcdGateway(EtcdSettings(hosts=(("h", 2379),), protocol="https"))  # system store, env ignored
+    assert ok._ssl_context is not None
+
+
+def test_transport_errors_are_described_briefly() -> None:
+    assert gateway._describe_transport(socket.timeout()) == "timed out"
+    assert gateway._describe_transport(ConnectionRefusedError(111, "Connection refused")) == "connection refused"
+    assert gateway._describe_refusal("etcdserver: user name is empty").startswith("authentication is enabled")
+    assert gateway._describe_refusal("etcdserver: permission denied") == "permission denied"
