@@ -21,6 +21,7 @@ Public API (`Etcd3Dcs`); every key argument is relative to `prefix` (`/<namespac
     .delete(key, *, mod_revision=None) -> bool        False: CAS lost or key absent
     .initialize(sysid="") -> bool                     create `initialize` if absent (the bootstrap race)
     .watch(callback) -> None                          callback() on every change under the prefix (own thread)
+    .set_watch_filter(relevant) -> None               notify only if relevant(is_delete, key, value) for some event
     .close() -> None
 
 Errors: every method except `refresh_lease`, `revoke_lease`, `watch` and `close` raises `DcsUnavailable` when no
@@ -38,14 +39,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from typing import Any, Callable, Mapping, TypeVar
 
-import etcd3
+# The agent forks PostgreSQL tools while grpc threads run; grpc's fork handlers then crash the child before
+# exec (seen: SIGSEGV/abort in pg_basebackup). We never use grpc in a forked child, so turn them off.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import etcd3  # noqa: E402
 import etcd3.etcdrpc as etcdrpc
 import etcd3.exceptions as etcd3_exc
 import grpc
+from etcd3.etcdrpc import kv_pb2 as _kv_pb2
 
 from ctl.config import EtcdSettings
 from ctl.dcs import codec, keys
@@ -55,6 +62,7 @@ from ctl.model import Cluster
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+_EVENT_DELETE = _kv_pb2.Event.DELETE
 
 # Reconnect quickly after an etcd restart (grpc's default backoff grows to 120 s) and detect a dead server under a
 # long-lived watch stream. etcd rejects pings more frequent than --grpc-keepalive-min-time (5 s) and pings without
@@ -113,6 +121,7 @@ class Etcd3Dcs:
         self._watch_stop = threading.Event()
         self._watch_call: Any = None
         self._watch_callbacks: list[Callable[[], None]] = []
+        self._watch_filter: Callable[[bool, str, str], bool] | None = None
         self.rebuilds = 0  # how often an expired auth token made us rebuild the client (for tests/diagnostics)
 
     # ------------------------------------------------------------------------------------------- client plumbing
@@ -504,6 +513,30 @@ class Etcd3Dcs:
                                                   daemon=True)
             self._watch_thread.start()
 
+    def set_watch_filter(self, relevant: Callable[[bool, str, str], bool] | None) -> None:
+        """Only notify for events where relevant(is_delete, key relative to prefix, value) is true.
+
+        The agent uses it to ignore its own writes (member key, leader renewals, status), which would otherwise
+        wake its loop right after every iteration.
+        """
+        self._watch_filter = relevant
+
+    def _relevant(self, events: Any) -> bool:
+        relevant = self._watch_filter
+        if relevant is None:
+            return True
+        for ev in events:
+            key = ev.kv.key.decode("utf-8", "replace")
+            if key.startswith(self.prefix):
+                key = key[len(self.prefix):]
+            is_delete = ev.type == _EVENT_DELETE
+            try:
+                if relevant(is_delete, key, ev.kv.value.decode("utf-8", "replace")):
+                    return True
+            except Exception:  # noqa: BLE001 - a broken filter must not hide events
+                return True
+        return False
+
     def _notify(self) -> None:
         for cb in list(self._watch_callbacks):
             try:
@@ -545,6 +578,13 @@ class Etcd3Dcs:
                     call.cancel()
                 for rs in call:
                     if rs.created:
+                        if last_seen is not None and rs.header.revision < last_seen:
+                            # A different (rebuilt/restored) etcd: our start_revision lies in its future, so this
+                            # watch would stay silent. Start over at its current revision.
+                            last_seen = rs.header.revision
+                            self._notify()
+                            error = "etcd revision went backwards"
+                            break
                         if last_seen is None:
                             last_seen = rs.header.revision
                         if outage_logged:
@@ -563,7 +603,8 @@ class Etcd3Dcs:
                         break
                     if rs.events:
                         last_seen = max(last_seen or 0, max(ev.kv.mod_revision for ev in rs.events))
-                        self._notify()
+                        if self._relevant(rs.events):
+                            self._notify()
             except grpc.RpcError as exc:
                 code = exc.code()
                 if code == grpc.StatusCode.CANCELLED and self._watch_stop.is_set():

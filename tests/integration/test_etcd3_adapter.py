@@ -301,3 +301,88 @@ def test_user_password_auth_and_token_expiry(namespace):
         dcs.close()
     finally:
         server.cleanup()
+
+
+def test_watch_filter_skips_irrelevant_events(make):
+    a, b = make(), make()
+    fired = threading.Event()
+    a.set_watch_filter(lambda is_delete, key, value: not key.startswith(keys.MEMBERS))
+    a.watch(fired.set)
+    time.sleep(0.3)
+    b.ensure_lease(10)
+    assert b.touch_member("b", {"state": "running"})
+    assert not fired.wait(0.5)
+    assert b.acquire_leader("b")
+    assert fired.wait(1.0)
+
+
+def _openssl(*args: str, cwd: str) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def _make_pki(directory: str) -> None:
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test-ca",
+             cwd=directory)
+    with open(os.path.join(directory, "ext.cnf"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n")
+    for name in ("server", "client"):
+        _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=directory)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-out", f"{name}.crt", "-days", "2", "-extfile", "ext.cnf", cwd=directory)
+
+
+def test_mutual_tls_and_password_over_tls(namespace, tmp_path):
+    import shutil
+
+    from tests.support.procs import etcd_binary, require_binary, stop_process
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl not installed")
+    binary = require_binary(etcd_binary(), "etcd", "Debian etcd-server")
+    pki = str(tmp_path)
+    _make_pki(pki)
+    port, peer = free_port(), free_port()
+    url = f"https://127.0.0.1:{port}"
+    log_path = tmp_path / "etcd.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [binary, "--name", "default", "--data-dir", str(tmp_path / "data"),
+             "--listen-client-urls", url, "--advertise-client-urls", url,
+             "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+             "--initial-cluster", f"default=http://127.0.0.1:{peer}", "--log-level", "warn",
+             "--cert-file", f"{pki}/server.crt", "--key-file", f"{pki}/server.key",
+             "--trusted-ca-file", f"{pki}/ca.crt", "--client-cert-auth"],
+            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        hosts = (("127.0.0.1", port),)
+        tls = dict(protocol="https", cacert=f"{pki}/ca.crt", cert=f"{pki}/client.crt", key=f"{pki}/client.key")
+        dcs = Etcd3Dcs(EtcdSettings(hosts=hosts, **tls), namespace, "c1", timeout=1.0)
+        wait_for(lambda: dcs.get_cluster() is not None, timeout=20, what=f"etcd on {url}")
+        fired = threading.Event()
+        dcs.watch(fired.set)
+        time.sleep(0.3)
+        dcs.ensure_lease(5)
+        assert dcs.acquire_leader("m")
+        assert fired.wait(2.0)
+        # without a client certificate the server refuses the handshake
+        anon = Etcd3Dcs(EtcdSettings(hosts=hosts, protocol="https", cacert=f"{pki}/ca.crt"), namespace, "c1",
+                        timeout=1.0)
+        with pytest.raises(DcsError):
+            anon.get_cluster()
+        anon.close()
+        # user/password over TLS keeps grpc call credentials (no plaintext workaround needed)
+        env = {**os.environ, "ETCDCTL_API": "3"}
+        ctl = ["etcdctl", "--endpoints", url, "--cacert", f"{pki}/ca.crt", "--cert", f"{pki}/client.crt",
+               "--key", f"{pki}/client.key"]
+        subprocess.run(ctl + ["user", "add", "root:rootpw"], check=True, capture_output=True, timeout=20, env=env)
+        subprocess.run(ctl + ["auth", "enable"], check=True, capture_output=True, timeout=20, env=env)
+        authed = Etcd3Dcs(EtcdSettings(hosts=hosts, username="root", password="rootpw", **tls), namespace, "c1",
+                          timeout=1.0)
+        assert authed.get_cluster().leader.name == "m"
+        assert authed.put("config", "{}")
+        authed.close()
+        dcs.close()
+    finally:
+        stop_process(proc)
