@@ -50,6 +50,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from ctl.config import PgUser, PostgresqlSettings
@@ -473,6 +474,10 @@ class Postgres:
     def promote(self, timeout: float = 30) -> None:
         """Promote a standby with pg_promote() and wait until it leaves recovery; no-op on a primary.
 
+        Then a CHECKPOINT runs in a background thread, as Patroni does: pg_rewind reads the source's timeline
+        from its control file, which shows the new timeline only after the first checkpoint, so without it an
+        old primary rewound right after a failover would be told "no rewind required".
+
         Raises:
             PgCommandError: not running, or still in recovery after `timeout`.
         """
@@ -485,6 +490,14 @@ class Postgres:
             if not rows[0][0]:
                 raise PgCommandError(f"promotion did not complete within {wait}s")
             log.info("promoted PostgreSQL")
+            threading.Thread(target=self._checkpoint_quietly, name="pg-checkpoint-after-promote",
+                             daemon=True).start()
+
+    def _checkpoint_quietly(self) -> None:
+        try:
+            self._query("CHECKPOINT")
+        except PgCommandError as exc:
+            log.warning("CHECKPOINT after promotion failed: %s", exc)
 
     # ------------------------------------------------------------------------------------------ SQL
 
@@ -549,6 +562,8 @@ class Postgres:
                     for fn in _REWIND_FUNCTIONS:
                         conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(
                             sql.SQL(fn), sql.Identifier(rewind.username)))
+                    if conn.info.server_version >= 150000:  # lets rewind() CHECKPOINT the source first
+                        conn.execute(sql.SQL("GRANT pg_checkpoint TO {}").format(sql.Identifier(rewind.username)))
         except psycopg.Error as exc:
             raise PgCommandError(f"creating users failed: {_first_line(exc)}") from None
         log.info("users ready: %s", ", ".join(u.username for u in (superuser, replication, rewind) if u))
@@ -641,6 +656,7 @@ class Postgres:
                 if not self._ensure_clean_shutdown():
                     return False
                 saved = self._read_config_files()
+                _checkpoint_source(source_conninfo)
                 with self._source_env(source_conninfo) as (conninfo, env):
                     argv = [binary(self.bin_dir, "pg_rewind"), "-D", self.data_dir, f"--source-server={conninfo}",
                             "--no-ensure-shutdown"]
@@ -653,7 +669,7 @@ class Postgres:
             if proc.returncode != 0:
                 log.error("pg_rewind failed (exit %s): %s", proc.returncode, _tail(proc.stdout))
                 return False
-            log.info("pg_rewind done: %s", _tail(proc.stdout, 1))
+            log.info("pg_rewind done: %s", _tail(proc.stdout, 2))
             return True
 
     def _ensure_clean_shutdown(self) -> bool:
@@ -720,6 +736,20 @@ class Postgres:
             return self.controldata().get("Database system identifier")
         except PgCommandError:
             return None
+
+
+def _checkpoint_source(source_conninfo: str | Mapping[str, Any]) -> None:
+    """CHECKPOINT on the rewind source so that its control file shows its current timeline (best effort: needs
+    superuser or pg_checkpoint, which create_users grants to the rewind role)."""
+    try:
+        params = dict(source_conninfo) if isinstance(source_conninfo, Mapping) else \
+            conninfo_to_dict(source_conninfo)
+        params.setdefault("connect_timeout", 5)
+        with psycopg.connect(**params, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+    except psycopg.Error as exc:
+        log.warning("CHECKPOINT on the rewind source failed (pg_rewind may see a stale timeline): %s",
+                    _first_line(exc))
 
 
 def _signal(pid: int, sig: int) -> None:

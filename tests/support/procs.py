@@ -121,3 +121,23 @@ class EtcdServer:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def pg_bin_dir() -> str | None:
+    """The newest /usr/lib/postgresql/<major>/bin holding the server binaries, else PATH's; None when absent."""
+    import glob
+
+    def has_server(path: str) -> bool:
+        return all(os.access(os.path.join(path, b), os.X_OK) for b in ("postgres", "initdb", "pg_basebackup"))
+
+    def major(path: str) -> int:
+        version = os.path.basename(os.path.dirname(path))
+        return int(version) if version.isdigit() else -1
+
+    for path in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=major, reverse=True):
+        if has_server(path):
+            return path
+    found = shutil.which("initdb")
+    if found and has_server(os.path.dirname(os.path.realpath(found))):
+        return os.path.dirname(os.path.realpath(found))
+    return None

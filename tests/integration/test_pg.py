@@ -1,0 +1,318 @@
+"""ctl.pg against real PostgreSQL: bootstrap, clone, stream, promote, rewind, fencing, stop/adopt.
+
+The tests in this module share one small two-node setup (n1, n2) and run in file order: the state each test
+leaves is the next one's starting point. The fencing tests use their own node.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import psycopg
+import pytest
+
+from ctl.config import PgUser, PostgresqlSettings
+from ctl.errors import PgCommandError
+from ctl.pg import Postgres, ensure_os_user
+from ctl.pg.conf import build_conninfo
+from ctl.pg.process import pid_alive
+from tests.support.procs import free_port, pg_bin_dir, require_binary, wait_for
+
+pytestmark = pytest.mark.integration
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SUPER = PgUser("postgres", "su-secret-1")
+REPL = PgUser("replicator", "repl-secret-2")
+REWIND = PgUser("rewinder", "rewind-secret-3")
+HBA = ["host all all 127.0.0.1/32 md5", "host replication replicator 127.0.0.1/32 md5"]
+PARAMS = {"shared_buffers": "16MB", "fsync": "off", "max_connections": 20, "synchronous_commit": "off"}
+
+
+def _settings(root: str, name: str, port: int) -> PostgresqlSettings:
+    return PostgresqlSettings(
+        listen=f"127.0.0.1:{port}", connect_address=f"127.0.0.1:{port}", data_dir=os.path.join(root, name, "data"),
+        superuser=SUPER, replication=REPL, rewind=REWIND, parameters=PARAMS, pg_hba=tuple(HBA), use_pg_rewind=True,
+    )
+
+
+class Nodes:
+    """The Postgres objects a test module created, for cleanup by PID."""
+
+    def __init__(self, bin_dir: str) -> None:
+        self.bin_dir = bin_dir
+        self.root = tempfile.mkdtemp(prefix="hactl-pg-")
+        os.chmod(self.root, 0o755)  # the postgres OS user must traverse it
+        self.nodes: list[Postgres] = []
+        self.procs: list[subprocess.Popen] = []
+
+    def new(self, name: str) -> Postgres:
+        pg = Postgres(_settings(self.root, name, free_port()), name, bin_dir=self.bin_dir)
+        self.nodes.append(pg)
+        return pg
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        for pg in self.nodes:
+            try:
+                pg.stop(mode="immediate", timeout=10)
+            except PgCommandError:
+                pass
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def dump_logs(self) -> str:
+        out = []
+        for pg in self.nodes:
+            try:
+                with open(pg.log_file, encoding="utf-8", errors="replace") as f:
+                    out.append(f"--- {pg.name} ---\n" + f.read()[-3000:])
+            except OSError:
+                pass
+        return "\n".join(out)
+
+
+@pytest.fixture(scope="module")
+def nodes():
+    bin_dir = require_binary(pg_bin_dir(), "PostgreSQL server binaries", "Debian postgresql-15")
+    if os.geteuid() == 0:
+        ensure_os_user("postgres")
+    n = Nodes(bin_dir)
+    yield n
+    n.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def _logs_on_failure(request, nodes):
+    failed_before = request.session.testsfailed
+    yield
+    if request.session.testsfailed > failed_before:
+        print(nodes.dump_logs())
+
+
+@pytest.fixture(scope="module")
+def pair(nodes):
+    """{"n1": primary, "n2": not yet created replica} shared by the ordered tests below."""
+    return {"n1": nodes.new("n1"), "n2": nodes.new("n2")}
+
+
+def _sql(pg: Postgres, query: str, user: PgUser = SUPER) -> list[tuple]:
+    with psycopg.connect(**pg.conninfo(user=user), autocommit=True) as conn:
+        cur = conn.execute(query)
+        return cur.fetchall() if cur.description else []
+
+
+def _remote(pg: Postgres, user: PgUser) -> str:
+    return build_conninfo(host=pg.host, port=pg.connect_port, user=user.username, password=user.password,
+                          dbname="postgres")
+
+
+def _bootstrap(pg: Postgres) -> None:
+    pg.initdb(["data-checksums", {"encoding": "UTF8"}])
+    pg.write_config(PARAMS, HBA, standby=False)
+    pg.start()
+    pg.create_users(SUPER, REPL, REWIND)
+
+
+def _streaming(pg: Postgres) -> bool:
+    state = pg.probe()
+    return state.streaming and state.in_recovery is True
+
+
+def test_initdb_start_write_probe_primary(pair):
+    n1 = pair["n1"]
+    assert n1.data_dir_empty()
+    _bootstrap(n1)
+    assert n1.owns_process
+    n1.execute("CREATE TABLE t (id int PRIMARY KEY, note text)")
+    n1.execute("INSERT INTO t VALUES (%s, %s)", (1, "before"))
+    state = n1.probe()
+    assert state.running and state.error is None
+    assert state.in_recovery is False and state.is_primary
+    assert state.timeline == 1
+    assert state.wal_lsn and state.wal_lsn > 0
+    assert state.server_version and state.server_version >= 150000
+    assert state.system_identifier == n1.system_identifier() == n1.controldata()["Database system identifier"]
+    with open(n1.log_file, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    assert SUPER.password not in text and REPL.password not in text and REWIND.password not in text
+
+
+def test_basebackup_replica_streams_through_slot(pair):
+    n1, n2 = pair["n1"], pair["n2"]
+    assert n1.ensure_slots(["n2"]) == ["n2"]
+    n2.basebackup(_remote(n1, REPL), slot="n2")
+    n2.write_config(PARAMS, HBA, standby=True, primary_conninfo=_remote(n1, REPL), primary_slot_name="n2")
+    n2.start()
+    wait_for(lambda: _streaming(n2), timeout=20, what="n2 streaming")
+    assert _sql(n2, "SELECT note FROM t WHERE id = 1") == [("before",)]
+    n1.execute("INSERT INTO t VALUES (2, 'streamed')")
+    wait_for(lambda: _sql(n2, "SELECT count(*) FROM t")[0][0] == 2, timeout=10, what="row 2 on n2")
+    state = n2.probe()
+    assert state.in_recovery is True and state.streaming
+    assert state.upstream == f"127.0.0.1:{n1.port}"
+    assert state.received_lsn and state.replayed_lsn and state.wal_lsn == max(state.received_lsn,
+                                                                               state.replayed_lsn)
+    assert state.timeline == 1
+    assert state.system_identifier == n1.system_identifier()
+    primary = n1.probe()
+    assert [(r["application_name"], r["state"]) for r in primary.replication] == [("n2", "streaming")]
+    assert n1.replication_slots()["n2"]["active"] is True
+
+
+def test_pending_restart_is_reported(pair):
+    n1 = pair["n1"]
+    n1.write_config({**PARAMS, "shared_buffers": "24MB"}, HBA, standby=False)
+    n1.reload()
+    wait_for(lambda: "shared_buffers" in n1.probe().pending_restart, timeout=10, what="pending_restart")
+    assert n1.probe().pending_restart["shared_buffers"] == {"old_value": "16MB", "new_value": "24MB"}
+    n1.write_config(PARAMS, HBA, standby=False)
+    n1.reload()
+    wait_for(lambda: not n1.probe().pending_restart, timeout=10, what="pending_restart cleared")
+
+
+def test_promote_replica(pair):
+    n2 = pair["n2"]
+    n2.promote()
+    state = n2.probe()
+    assert state.in_recovery is False and state.timeline == 2
+    n2.execute("INSERT INTO t VALUES (3, 'on new primary')")
+
+
+def test_rewind_diverged_crashed_old_primary(pair):
+    n1, n2 = pair["n1"], pair["n2"]
+    n1.execute("INSERT INTO t VALUES (100, 'diverged on old primary')")  # n1 is still writable: divergence
+    n1.stop(mode="immediate")  # as after a crash: rewind must do crash recovery first
+    assert n1.controldata()["Database cluster state"] == "in production"
+    assert n1.rewind(_remote(n2, REWIND)) is True
+    assert os.path.exists(os.path.join(n1.data_dir, "standby.signal"))
+    n1.write_config(PARAMS, HBA, standby=True, primary_conninfo=_remote(n2, REPL))
+    n1.start()
+    wait_for(lambda: _streaming(n1), timeout=30, what="n1 streaming from n2")
+    assert n1.probe().upstream == f"127.0.0.1:{n2.port}"
+    n2.execute("INSERT INTO t VALUES (4, 'after rewind')")
+    wait_for(lambda: _sql(n1, "SELECT count(*) FROM t WHERE id = 4")[0][0] == 1, timeout=10, what="row 4 on n1")
+    assert [r[0] for r in _sql(n1, "SELECT id FROM t ORDER BY id")] == [1, 2, 3, 4]
+    assert n1.probe().timeline == 2
+
+
+def test_rewind_failure_returns_false(pair):
+    n1 = pair["n1"]
+    bad = build_conninfo(host="127.0.0.1", port=free_port(), user="rewinder", password="x", dbname="postgres")
+    assert n1.rewind(bad) is False
+    assert not n1.is_running()
+
+
+def test_stop_keeps_data_and_restart(pair):
+    n1, n2 = pair["n1"], pair["n2"]
+    n1.write_config(PARAMS, HBA, standby=True, primary_conninfo=_remote(n2, REPL))
+    n1.start()
+    wait_for(lambda: _streaming(n1), timeout=30, what="n1 streaming again")
+    n1.stop()
+    assert not n1.is_running() and n1.probe().running is False
+    assert n1.controldata()["Database cluster state"] == "shut down in recovery"
+    n1.start()
+    assert [r[0] for r in _sql(n1, "SELECT id FROM t ORDER BY id")] == [1, 2, 3, 4]
+    n2.stop(checkpoint=True)
+    assert n2.controldata()["Database cluster state"] == "shut down"
+    n2.start()
+    assert n2.probe().is_primary
+
+
+def test_slots_dropped_except_kept(pair):
+    n2 = pair["n2"]
+    n2.ensure_slots(["Node-1", "n.3"])
+    assert {"node_1", "n_3"} <= set(n2.replication_slots())
+    assert n2.drop_slots_except(["node-1"]) == ["n_3"]
+    assert "node_1" in n2.replication_slots()
+
+
+def test_start_failure_reports_log_tail(nodes):
+    pg = nodes.new("bad")
+    pg.initdb()
+    pg.write_config({**PARAMS, "shared_buffers": "not-a-size"}, HBA, standby=False)
+    with pytest.raises(PgCommandError, match="shared_buffers"):
+        pg.start(timeout=20)
+    assert not pg.is_running()
+
+
+# -------------------------------------------------------------------------------------------- fencing
+
+_AGENT = """
+import sys, time
+from ctl.config import PgUser, PostgresqlSettings
+from ctl.pg import Postgres
+s = PostgresqlSettings(listen=sys.argv[1], data_dir=sys.argv[2], superuser=PgUser("postgres", sys.argv[3]))
+pg = Postgres(s, "fenced", bin_dir=sys.argv[4])
+pg.start()
+print(pg.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _start_agent(nodes: Nodes, pg: Postgres) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _AGENT, f"127.0.0.1:{pg.port}", pg.data_dir, SUPER.password, nodes.bin_dir],
+        cwd=REPO, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    nodes.procs.append(proc)
+    line = proc.stdout.readline().decode().strip()
+    assert line.isdigit(), f"agent did not report a postmaster pid: {line!r}"
+    return proc, int(line)
+
+
+@pytest.fixture(scope="module")
+def fenced(nodes):
+    pg = nodes.new("fenced")
+    _bootstrap(pg)
+    pg.stop()
+    return pg
+
+
+def _can_connect(pg: Postgres) -> bool:
+    try:
+        with psycopg.connect(**pg.conninfo(connect_timeout=2)) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
+
+
+def test_fencing_postmaster_dies_with_its_agent(nodes, fenced):
+    agent, pid = _start_agent(nodes, fenced)
+    assert pid_alive(pid) and _can_connect(fenced)
+    held = psycopg.connect(**fenced.conninfo(), autocommit=True)  # an open session must die too
+    try:
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(timeout=10)
+        started = time.monotonic()
+        wait_for(lambda: not pid_alive(pid), timeout=2.0, interval=0.02, what="postmaster gone after agent kill -9")
+        assert time.monotonic() - started < 2.0
+        assert not _can_connect(fenced)
+        with pytest.raises(psycopg.Error):
+            held.execute("SELECT 1")
+    finally:
+        held.close()
+    assert not fenced.is_running()
+
+
+def test_adopted_postmaster_can_be_probed_and_stopped(nodes, fenced):
+    agent, pid = _start_agent(nodes, fenced)  # started by another "agent": not our child
+    other = Postgres(fenced.settings, "fenced", bin_dir=nodes.bin_dir)
+    assert other.is_running() and other.pid == pid and not other.owns_process
+    assert other.probe().is_primary
+    other.stop()
+    assert not pid_alive(pid) and not other.is_running()
+    agent.kill()
+    agent.wait(timeout=10)
+    # a fresh start after the crash of the first agent: fenced again, data intact
+    other.start()
+    assert other.owns_process and other.probe().is_primary
+    other.stop()
