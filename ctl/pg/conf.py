@@ -24,6 +24,7 @@ from ctl.errors import ConfigError
 DEFAULT_PORT = 5432
 HACTL_CONF = "postgresql.hactl.conf"
 INCLUDE_LINE = f"include '{HACTL_CONF}'"
+_INCLUDE_COMMENT = "# hactl: managed parameters, must stay last"
 
 # Set unless the configuration gives them: what streaming replication and pg_rewind need.
 REPLICATION_DEFAULTS: Mapping[str, Any] = {
@@ -146,10 +147,11 @@ def render_conf(parameters: Mapping[str, Any]) -> str:
 
 def with_include(postgresql_conf: str) -> str:
     """postgresql.conf text with our include as its last directive (added once, kept last)."""
-    kept = [ln for ln in postgresql_conf.splitlines() if ln.strip() != INCLUDE_LINE]
+    ours = (INCLUDE_LINE, _INCLUDE_COMMENT)
+    kept = [ln for ln in postgresql_conf.splitlines() if ln.strip() not in ours]
     while kept and not kept[-1].strip():
         kept.pop()
-    return "\n".join(kept + ["", "# hactl: managed parameters, must stay last", INCLUDE_LINE]) + "\n"
+    return "\n".join(kept + ["", _INCLUDE_COMMENT, INCLUDE_LINE]) + "\n"
 
 
 def render_hba(lines: Sequence[str], superuser: str, superuser_has_password: bool) -> str:

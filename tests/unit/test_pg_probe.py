@@ -1,0 +1,58 @@
+"""ctl.pg.probe: the probe row -> PgState mapping (no server)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from ctl.pg.probe import PgState, state_from_row
+
+T = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+
+
+def _row(**kw):
+    row = {
+        "in_recovery": False, "wal_lsn": 5000, "received_lsn": None, "replayed_lsn": None,
+        "replayed_timestamp": None, "wal_replay_paused": False, "timeline": 3, "system_identifier": "7000",
+        "server_version": 150018, "postmaster_start_time": T, "wal_receiver": None, "replication": [],
+        "pending_restart": {},
+    }
+    row.update(kw)
+    return row
+
+
+def test_primary():
+    rep = {"usename": "replicator", "application_name": "n2", "client_addr": "127.0.0.1", "state": "streaming",
+           "sync_state": "async", "sync_priority": 0, "replay_lsn": 4000}
+    state = state_from_row(_row(replication=[rep], pending_restart={"shared_buffers": {"old_value": "16MB",
+                                                                                       "new_value": "32MB"}}))
+    assert state.running and state.is_primary and state.accepting
+    assert state.wal_lsn == 5000 and state.timeline == 3
+    assert state.replication == (rep,)
+    assert state.pending_restart == {"shared_buffers": {"old_value": "16MB", "new_value": "32MB"}}
+    assert state.postmaster_start_time == T.isoformat()
+    assert not state.streaming and state.upstream is None
+
+
+def test_streaming_replica_uses_receiver_timeline_and_max_lsn():
+    receiver = {"status": "streaming", "received_tli": 4, "sender_host": "10.0.0.1", "sender_port": 5432,
+                "flushed_lsn": 900}
+    state = state_from_row(_row(in_recovery=True, wal_lsn=None, received_lsn=900, replayed_lsn=800, timeline=3,
+                                replayed_timestamp=T, wal_receiver=receiver))
+    assert state.in_recovery is True and not state.is_primary and state.accepting
+    assert state.wal_lsn == 900 and state.received_lsn == 900 and state.replayed_lsn == 800
+    assert state.timeline == 4
+    assert state.streaming and state.upstream == "10.0.0.1:5432"
+    assert state.replayed_timestamp == T.isoformat()
+
+
+def test_replica_without_receiver():
+    state = state_from_row(_row(in_recovery=True, wal_lsn=None, received_lsn=None, replayed_lsn=700,
+                                wal_replay_paused=True, wal_receiver={"status": "waiting", "sender_host": "/tmp"}))
+    assert state.wal_lsn == 700 and state.timeline == 3 and state.wal_replay_paused
+    assert not state.streaming and state.upstream == "/tmp"
+
+
+def test_not_running_and_error_states():
+    assert not PgState(running=False).accepting
+    failed = PgState(running=True, error="the database system is starting up")
+    assert not failed.accepting and not failed.is_primary
