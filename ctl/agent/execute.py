@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable
 
@@ -11,7 +12,8 @@ from ctl.agent import settings as st
 from ctl.dcs import codec, keys
 from ctl.errors import CtlError
 from ctl.ha.actions import Action, Decision, Kind
-from ctl.model import HistoryEntry, Member
+from ctl.model import HistoryEntry, Member, lsn_from_str
+from ctl.pg.conf import slot_name
 
 if TYPE_CHECKING:
     from ctl.agent.loop import Agent
@@ -21,13 +23,6 @@ log = logging.getLogger("hactl.agent")
 
 def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def slot_name(member: str) -> str:
-    """Patroni's slot naming: lowercase, anything outside [a-z0-9_] becomes `_`."""
-    import re
-
-    return re.sub("[^a-z0-9_]", "_", member.lower())
 
 
 class Executor:
@@ -112,6 +107,7 @@ class Executor:
             a.pg.create_users(self.cfg.postgresql.superuser, self.cfg.postgresql.replication,
                               self.cfg.postgresql.rewind)
             sysid = a.pg.system_identifier() or ""
+            a.dcs.ensure_lease(a.settings.ttl)
             if not a.dcs.acquire_leader(a.name):
                 raise CtlError("could not take the leader lock after bootstrap")
             a.last_lock_renewal = a.clock()
@@ -173,6 +169,7 @@ class Executor:
     def _acquire_lock(self, action: Action) -> bool:
         a = self.agent
         before = a.clock()
+        a.dcs.ensure_lease(a.settings.ttl)
         if a.dcs.acquire_leader(a.name):
             a.last_lock_renewal = before
             log.info("acquired leader lock")
@@ -235,8 +232,6 @@ class Executor:
             return None
         fields = lines[-1].split("\t")
         try:
-            from ctl.model import lsn_from_str
-
             tl, lsn = int(fields[0]), lsn_from_str(fields[1])
         except (ValueError, IndexError):
             return None
@@ -261,23 +256,40 @@ class Executor:
         log.info("following %s", action.target)
         return True
 
+    def _source_reachable(self, target: str) -> bool:
+        """Destructive steps (rewind, re-clone) need a live source: never wipe data for a dead leader."""
+        m = self._member(target)
+        if m is None or not m.host:
+            return False
+        try:
+            socket.create_connection((m.host, m.port), timeout=2).close()
+            return True
+        except OSError as exc:
+            log.warning("not touching the data directory: %s at %s:%s is not reachable (%s)", target, m.host,
+                        m.port, exc.strerror or exc)
+            return False
+
     def _rewind(self, action: Action) -> bool:
         a = self.agent
         target = action.target or ""
         source = self.conninfo(target, replication=False)
-        if source is None:
+        if source is None or not self._source_reachable(target):
             return False
         if a.pg.is_running():
             a.pg.stop(mode="fast")
         self.activity = "rewinding"
         log.info("running pg_rewind from %s", target)
         if not a.pg.rewind(source):
+            if not self._source_reachable(target):
+                return False
             log.warning("pg_rewind from %s failed: re-cloning", target)
             return self._reinitialize(action)
         return self._start_replica(action)
 
     def _reinitialize(self, action: Action) -> bool:
         a = self.agent
+        if not self._source_reachable(action.target or ""):
+            return False
         if a.pg.is_running():
             a.pg.stop(mode="fast")
         a.pg.remove_data_dir()

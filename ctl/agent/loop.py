@@ -63,7 +63,17 @@ class Agent:
         return self.dcs.get_cluster()
 
     # ------------------------------------------------------------------------------------------------ loop
+    def relevant_event(self, is_delete: bool, key: str, value: str) -> bool:
+        """Which DCS changes wake the loop at once: not our own writes, not members' routine updates."""
+        if key.startswith("members/") or key in ("status", "history"):
+            return False
+        if key == "leader" and not is_delete and value == self.name:
+            return False  # our own renewal
+        return True
+
     def run(self) -> None:
+        if hasattr(self.dcs, "set_watch_filter"):
+            self.dcs.set_watch_filter(self.relevant_event)
         self.dcs.watch(self.wake.set)
         while not self.stopping.is_set():
             self.run_once()

@@ -62,8 +62,10 @@ def run(config_path: str, user: str | None = None, log_file: str | None = None) 
         os_user = (user or "postgres")
         ensure_os_user(os_user)
     assert config.etcd is not None
+    # A failed DCS call is retried once, so one call may take 2*timeout: keep it well inside retry_timeout,
+    # the window in which a leader that cannot renew must demote.
     dcs = Etcd3Dcs(config.etcd, config.namespace, config.scope or "",
-                   timeout=float(max(1, min(3, int(_retry(config))))))
+                   timeout=max(0.5, min(2.0, _retry(config) / 3.0)))
     pg = Postgres(config.postgresql, config.name or "", os_user=os_user, bin_dir=config.postgresql.bin_dir,
                   log_file=os.path.join(os.path.dirname(os.path.abspath(config.postgresql.data_dir or ".")),
                                         f"{config.name}-postgresql.log"))

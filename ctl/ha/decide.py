@@ -78,7 +78,8 @@ def decide(obs: Observation) -> Decision:
     if pg.stream_stalled:
         lm = cluster.member(leader)
         behind = lm is not None and lm.timeline is not None and pg.timeline is not None and pg.timeline < lm.timeline
-        if obs.settings.use_pg_rewind and behind:
+        leader_up = lm is not None and lm.state == "running"
+        if obs.settings.use_pg_rewind and behind and leader_up:
             return _d(f"not streaming from {leader} and on an older timeline: rewinding", act(Kind.REWIND, leader))
         return _d(f"not streaming from {leader}")
     return _d(f"following {leader}")

@@ -39,7 +39,8 @@ def cluster(leader: str | None = "node1", optime: int | None = 5_000_000, initia
         initialize=initialize,
         config=DynamicConfig(data),
         leader=Leader(leader) if leader else None,
-        members=tuple(member(n, timeline=kw.get("leader_tl", 1) if n == leader else 1)
+        members=tuple(member(n, timeline=kw.get("leader_tl", 1) if n == leader else 1,
+                             state=kw.get("leader_state", "running") if n == leader else "running")
                       for n in ("node1", "node2", "node3")),
         status=Status(optime=optime),
     )
@@ -74,6 +75,9 @@ CASES = [
     ("stalled replica on an older timeline rewinds",
      obs(replace(REPLICA, streaming=False, stream_stalled=True), cluster(leader="node1", leader_tl=2)),
      (Kind.REWIND,), "rewinding"),
+    ("stalled replica does not rewind from a leader that is not running",
+     obs(replace(REPLICA, streaming=False, stream_stalled=True),
+         cluster(leader="node1", leader_tl=2, leader_state="stopped")), (Kind.NOOP,), "not streaming"),
     ("stalled replica on the same timeline just reports",
      obs(replace(REPLICA, streaming=False, stream_stalled=True)), (Kind.NOOP,), "not streaming"),
     ("second primary demotes", obs(PRIMARY), (Kind.DEMOTE,), "node1 holds the leader lock"),

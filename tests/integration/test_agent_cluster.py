@@ -1,0 +1,215 @@
+"""A real 3-node cluster of hactl agents: bootstrap, replication, failover on crash and on stop, fencing, and a
+leader cut off from etcd. One cluster for the module; every test starts from, and leaves, a healthy cluster."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import pytest
+
+from tests.support.agents import AgentCluster, pg_bin_dir
+from tests.support.procs import EtcdServer, require_binary, etcd_binary, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def cluster(request):
+    require_binary(etcd_binary(), "etcd", "Debian etcd-server")
+    require_binary(pg_bin_dir() and pg_bin_dir() + "/postgres", "PostgreSQL", "Debian postgresql-15")
+    etcd = EtcdServer().start()
+    c = AgentCluster(etcd)
+    for name in ("node1", "node2", "node3"):
+        c.add_node(name)
+    try:
+        c.start_all()
+        c.wait_healthy(timeout=120)
+        yield c
+    finally:
+        if request.session.testsfailed:
+            print("\n" + c.logs())
+        c.cleanup()
+        etcd.cleanup()
+
+
+@pytest.fixture
+def healthy(cluster: AgentCluster) -> str:
+    """Every node's agent running, a leader, two streaming replicas; returns the leader's name."""
+    for name, node in cluster.nodes.items():
+        if node.proc is None or node.proc.poll() is not None:
+            cluster.start(name)
+    return cluster.wait_healthy(timeout=120)
+
+
+class WriteProbe:
+    """Writes to every node every 100 ms and records which nodes accepted a write in each round."""
+
+    def __init__(self, cluster: AgentCluster) -> None:
+        self.cluster = cluster
+        self.rounds: list[tuple[float, set[str]]] = []
+        self._stop = threading.Event()
+        self._conns: dict[str, object] = {}
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _write(self, name: str) -> bool:
+        try:
+            conn = self._conns.get(name)
+            if conn is None or conn.closed:
+                conn = self.cluster.connect(name, timeout=1)
+                self._conns[name] = conn
+            conn.execute("INSERT INTO probe(node, at) VALUES (%s, clock_timestamp())", (name,))
+            return True
+        except Exception:  # noqa: BLE001 - refused, read-only, down: not writable
+            conn = self._conns.pop(name, None)
+            if conn is not None:
+                try:
+                    conn.close()
+                except Exception:  # noqa: BLE001
+                    pass
+            return False
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            ok = {n for n in self.cluster.nodes if self._write(n)}
+            self.rounds.append((started, ok))
+            self._stop.wait(max(0.0, 0.1 - (time.monotonic() - started)))
+
+    def __enter__(self) -> "WriteProbe":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        for conn in self._conns.values():
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def assert_never_two_writable(self) -> None:
+        both = [(t, nodes) for t, nodes in self.rounds if len(nodes) > 1]
+        assert not both, f"two writable primaries at once: {both[:3]}"
+
+    def gap(self, after: float) -> tuple[float, float]:
+        """(last successful write before the outage, first write after it), relative to `after`."""
+        last_ok = max((t for t, n in self.rounds if n and t <= after), default=after)
+        first_ok = min((t for t, n in self.rounds if n and t > after
+                        and not any(not nn for tt, nn in self.rounds if after < tt <= t and tt > t)), default=None)
+        resumed = [t for t, n in self.rounds if t > after and n]
+        return last_ok - after, ((resumed[0] - after) if resumed else float("inf"))
+
+
+def test_bootstrap_one_leader_two_streaming_replicas_and_rows_replicate(cluster: AgentCluster, healthy: str):
+    leader = healthy
+    replicas = sorted(set(cluster.nodes) - {leader})
+    assert cluster.streaming() == set(replicas)
+    cluster.sql(leader, "CREATE TABLE IF NOT EXISTS probe (node text, at timestamptz)")
+    cluster.sql(leader, "CREATE TABLE IF NOT EXISTS t (id int)")
+    cluster.sql(leader, "INSERT INTO t VALUES (1), (2), (3)")
+    for r in replicas:
+        wait_for(lambda r=r: cluster.sql(r, "SELECT count(*) FROM t")[0][0] == 3, timeout=10, what=f"rows on {r}")
+        assert cluster.sql(r, "SELECT pg_is_in_recovery()")[0][0] is True
+    keys = cluster.dcs()
+    assert keys["leader"] == leader
+    assert keys["initialize"].isdigit()
+    member = cluster.member(leader)
+    assert member["role"] == "primary" and member["state"] == "running"
+    assert member["conn_url"] == f"postgres://127.0.0.1:{cluster.nodes[leader].pg_port}/postgres"
+    status, body = cluster.rest(leader, "/patroni")
+    assert status == 200 and body["role"] == "primary"
+    assert cluster.rest(leader, "/leader")[0] == 200
+    assert cluster.rest(replicas[0], "/leader")[0] == 503
+    assert cluster.rest(replicas[0], "/replica")[0] == 200
+
+
+def test_graceful_stop_of_the_leader_hands_over_within_seconds(cluster: AgentCluster, healthy: str):
+    old = healthy
+    cluster.sql(old, "INSERT INTO t VALUES (10)")
+    with WriteProbe(cluster) as probe:
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        cluster.kill_agent(old, signal.SIGTERM)
+        wait_for(lambda: cluster.leader() not in (None, old), timeout=10, interval=0.05, what="a new leader")
+        new = cluster.leader()
+        wait_for(lambda: cluster.writable(new), timeout=10, interval=0.05, what=f"{new} writable")
+        took = time.monotonic() - t0
+        cluster.nodes[old].proc.wait(30)
+    probe.assert_never_two_writable()
+    assert took < 6, f"new leader writable only after {took:.1f}s"
+    assert cluster.sql(new, "SELECT count(*) FROM t WHERE id = 10")[0][0] == 1
+    cluster.start(old)
+    wait_for(lambda: cluster.member(old).get("replication_state") == "streaming", timeout=60,
+             what=f"{old} streaming again")
+
+
+def test_crash_of_leader_agent_and_postmaster_fails_over_and_old_leader_rejoins(cluster: AgentCluster,
+                                                                                 healthy: str):
+    old = healthy
+    cluster.sql(old, "INSERT INTO t VALUES (20)")
+    time.sleep(1.5)  # let the replicas receive it and the leader publish its optime
+    pm = cluster.postmaster_pid(old)
+    with WriteProbe(cluster) as probe:
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        cluster.kill_agent(old, signal.SIGKILL)
+        if pm:
+            try:
+                import os
+
+                os.kill(pm, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        wait_for(lambda: cluster.leader() not in (None, old), timeout=cluster.ttl + 10, interval=0.05,
+                 what="a new leader")
+        new = cluster.leader()
+        wait_for(lambda: cluster.writable(new), timeout=10, interval=0.05, what=f"{new} writable")
+        took = time.monotonic() - t0
+    probe.assert_never_two_writable()
+    assert took <= cluster.ttl + 2, f"writable after {took:.1f}s, ttl {cluster.ttl}"
+    assert cluster.sql(new, "SELECT count(*) FROM t WHERE id = 20")[0][0] == 1
+    # diverge the timelines for real: the new leader writes, then the old node comes back and must rewind
+    cluster.sql(new, "INSERT INTO t VALUES (21)")
+    cluster.nodes[old].proc.wait(10)
+    cluster.start(old)
+    wait_for(lambda: cluster.member(old).get("replication_state") == "streaming", timeout=90,
+             what=f"{old} rejoined as a streaming replica")
+    wait_for(lambda: cluster.sql(old, "SELECT count(*) FROM t WHERE id = 21")[0][0] == 1, timeout=10,
+             what="new rows on the rejoined node")
+    with open(cluster.nodes[old].log_path, encoding="utf-8") as f:
+        assert "pg_rewind" in f.read()
+
+
+def test_agent_killed_alone_fences_its_postgres(cluster: AgentCluster, healthy: str):
+    old = healthy
+    pm = cluster.postmaster_pid(old)
+    assert pm
+    cluster.kill_agent(old, signal.SIGKILL)
+    # the postmaster must not outlive its agent: no writes once another node may be promoted
+    wait_for(lambda: not cluster.writable(old), timeout=3, interval=0.05, what=f"{old}'s postgres to stop")
+    wait_for(lambda: cluster.leader() not in (None, old), timeout=cluster.ttl + 10, what="a new leader")
+    assert not cluster.writable(old)
+
+
+def test_leader_cut_off_from_etcd_demotes_before_its_lease_expires(cluster: AgentCluster, healthy: str):
+    old = healthy
+    with WriteProbe(cluster) as probe:
+        time.sleep(0.5)
+        cut_at = time.monotonic()
+        cluster.nodes[old].proxy.cut()
+        wait_for(lambda: not cluster.writable(old), timeout=cluster.ttl, interval=0.05,
+                 what=f"{old} to stop accepting writes")
+        demoted_after = time.monotonic() - cut_at
+        wait_for(lambda: cluster.leader() not in (None, old), timeout=cluster.ttl + 10, interval=0.1,
+                 what="a new leader")
+        new = cluster.leader()
+        wait_for(lambda: cluster.writable(new), timeout=10, interval=0.05, what=f"{new} writable")
+        time.sleep(0.5)
+    cluster.nodes[old].proxy.restore()
+    probe.assert_never_two_writable()
+    assert demoted_after < cluster.ttl, f"demoted {demoted_after:.1f}s after the cut, ttl {cluster.ttl}"
+    wait_for(lambda: cluster.member(old).get("replication_state") == "streaming", timeout=90,
+             what=f"{old} back as a streaming replica")
