@@ -386,3 +386,89 @@ def test_mutual_tls_and_password_over_tls(namespace, tmp_path):
         dcs.close()
     finally:
         stop_process(proc)
+
+
+def test_hung_etcd_fails_fast_and_recovers(namespace):
+    """A SIGSTOPped etcd: calls fail within ~2x the timeout (one retry), and everything works after SIGCONT."""
+    import signal
+
+    server = EtcdServer().start()
+    try:
+        settings = EtcdSettings(hosts=(("127.0.0.1", server.client_port),))
+        dcs = Etcd3Dcs(settings, namespace, "c1", timeout=1.0)
+        dcs.ensure_lease(10)
+        assert dcs.acquire_leader("m")
+        fired = threading.Event()
+        dcs.watch(fired.set)
+        time.sleep(0.3)
+        server.proc.send_signal(signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(DcsUnavailable):
+                dcs.renew_leader("m")
+            assert time.monotonic() - t0 < 1.8  # one endpoint: a timed-out call is not retried
+            t0 = time.monotonic()
+            assert dcs.refresh_lease() is False
+            assert time.monotonic() - t0 < 1.8
+            assert dcs.lease_id is not None  # unreachable is not expired
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: dcs.renew_leader("m"), timeout=10, what="etcd answering again")
+        assert dcs.refresh_lease()
+        fired.clear()
+        assert dcs.put("config", "{}")
+        assert fired.wait(3.0)
+        dcs.close()
+    finally:
+        server.cleanup()
+
+
+def test_one_instance_shared_by_threads(make):
+    dcs = make()
+    dcs.ensure_lease(10)
+    fired = threading.Event()
+    dcs.watch(fired.set)
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for j in range(20):
+                assert dcs.put(f"t/{i}", str(j))
+                dcs.get_cluster()
+                assert dcs.touch_member(f"m{i}", {"j": j})
+                dcs.refresh_lease()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(dcs.get_cluster().members) == 8
+    assert fired.is_set()
+
+
+def test_hung_first_endpoint_fails_over(etcd, make):
+    """An endpoint that accepts TCP but never answers (like a hung etcd): one timeout, then the live endpoint."""
+    import socket
+
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)
+        dcs = make(hosts=(("127.0.0.1", hung.getsockname()[1]), ("127.0.0.1", etcd.client_port)))
+        for _ in range(3):
+            t0 = time.monotonic()
+            dcs.get_cluster()
+            assert time.monotonic() - t0 < 2.5  # at most one timeout (1 s) + the retry
+        assert dcs.ensure_lease(5) and dcs.touch_member("m", {})
+        # the watch skips the hung endpoint too (connect attempts time out after ~1 s)
+        fired = threading.Event()
+        dcs.watch(fired.set)
+        other = make()
+        deadline = time.monotonic() + 5
+        while not fired.is_set() and time.monotonic() < deadline:
+            assert other.put("config", str(time.time()))
+            fired.wait(0.3)
+        assert fired.is_set(), "watch did not fail over from the hung endpoint"
