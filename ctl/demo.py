@@ -223,7 +223,8 @@ def up(nodes: int = 3, directory: str | None = None, timeout: float = 180.0) -> 
     print()
     rc = _print_list(directory)
     print(f"\nUse: hactl -c {state['nodes']['node1']['config']} list")
-    print("Stop: hactl demo down [--purge]")
+    where = "" if directory == os.path.abspath(default_dir()) else f" --dir {directory}"
+    print(f"Stop: hactl demo down{where} [--purge]")
     return rc
 
 
