@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _BUILTIN_GET = ("patroni", "cluster", "history", "config", "metrics", "liveness", "readiness", "failsafe")
 _REALM = 'Basic realm="Patroni"'
+_MAX_BODY = 1 << 20  # no Patroni request body comes near 1 MiB; refuse to buffer more (413)
+_MAX_DRAIN = 16 << 20
 
 # ------------------------------------------------------------------------------------------------- request/response
 
@@ -67,11 +69,12 @@ class Request:
     method: str
     path: str  # without the query string
     query: Mapping[str, list[str]]
-    headers: Mapping[str, str]
+    headers: Any  # the request's email.message.Message: .get() is case-insensitive
     body: bytes = b""
     client_address: tuple[str, int] = ("", 0)
     peer_cert: Mapping[str, Any] | None = None
     data: Any = None  # the parsed JSON body when the route declared body="required"/"optional"
+    body_read: bool = False
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         """The first value of a query parameter."""
@@ -324,7 +327,7 @@ class ApiServer:
                 peer = rh.connection.getpeercert() or None
             except ValueError:
                 peer = None
-        request = Request(method=method, path=path, query=query, headers=dict(rh.headers.items()),
+        request = Request(method=method, path=path, query=query, headers=rh.headers,
                           client_address=(str(rh.client_address[0]), int(rh.client_address[1])), peer_cert=peer)
         if self._verify_client == "required" and self.settings.certfile and not peer:
             return self._write(rh, Response(403, "client certificate required"))
@@ -333,10 +336,32 @@ class ApiServer:
         except Exception:  # noqa: BLE001 - one bad request must not kill the server thread
             log.exception("REST API handler for %s %s failed", method, path)
             response = Response(500, "internal error", error=True)
-        if response is not None:
+        if response is None:
+            log.error("REST API handler for %s %s returned no response", method, path)
+            response = Response(500, "internal error", error=True)
+        try:
+            self._drain(rh, request)
             self._write(rh, response)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError) as exc:
+            log.debug("client %s went away: %s", rh.client_address[0], exc)
 
-    def _route(self, rh: _Handler, request: Request, segment: str) -> Response | None:
+    @staticmethod
+    def _drain(rh: _Handler, request: Request) -> None:
+        """Read an unread request body (refused before reading it) so that closing the socket does not reset the
+        connection before the client has read our answer."""
+        if request.body_read:
+            return
+        try:
+            remaining = min(int(rh.headers.get("Content-Length") or 0), _MAX_DRAIN)
+        except ValueError:
+            return
+        while remaining > 0:
+            chunk = rh.rfile.read(min(remaining, 65536))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+
+    def _route(self, rh: _Handler, request: Request, segment: str) -> Response:
         method = request.method
         route = self.routes.get((method, segment))
         if route is not None:
@@ -376,7 +401,10 @@ class ApiServer:
                 raise ValueError
         except ValueError:
             return Response(400, error=True)
+        if length > _MAX_BODY:
+            return Response(413, error=True)
         request.body = rh.rfile.read(length) if length else b""
+        request.body_read = True
         if mode == "none":
             return None
         if not request.body and mode == "optional":
@@ -430,7 +458,7 @@ class ApiServer:
         if self.settings.certfile and self._verify_client in ("required", "optional") and not request.peer_cert:
             return Response(403, "client certificate required")
         if self._auth_key is not None:
-            header = request.headers.get("Authorization") or request.headers.get("authorization")
+            header = request.headers.get("Authorization")
             if header is None:
                 return Response(401, "no auth header received", headers={"WWW-Authenticate": _REALM})
             if not header.startswith("Basic ") or not hmac.compare_digest(self._auth_key,

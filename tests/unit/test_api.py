@@ -565,6 +565,9 @@ def test_body_411_400(secured):
     assert c.post("/echo", content=b"[1]", auth=("admin", "s3cret")).status_code == 400
     r = c.post("/optional", auth=("admin", "s3cret"))
     assert r.status_code == 200 and r.json()["got"] == {}
+    assert c.post("/echo", content=b" " * (2 << 20), auth=("admin", "s3cret")).status_code == 413
+    r = c.post("/echo", json={"a": 1}, headers={"AUTHORIZATION": auth})  # header names are case-insensitive
+    assert r.status_code == 200
 
 
 def test_unregistered_unsafe_is_501(leader):
