@@ -311,7 +311,7 @@ class ApiServer:
     @property
     def url(self) -> str:
         host, port = self.address
-        return f"{self.settings.protocol}://{host}:{port}"
+        return f"{self.settings.protocol}://{f'[{host}]' if ':' in host else host}:{port}"
 
     # ------------------------------------------------------------------------------------------- dispatch
 
@@ -450,9 +450,11 @@ class ApiServer:
             allowlist = allowlist + self._member_networks()
         if self._allowlist or self.settings.allowlist_include_members:
             try:
-                ip = ipaddress.ip_address(request.client_address[0])
+                ip = ipaddress.ip_address(request.client_address[0].split("%")[0])
             except ValueError:
                 return Response(403, "Access is denied")
+            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped  # a dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d
             if not any(ip in net for net in allowlist):
                 return Response(403, "Access is denied")
         if self.settings.certfile and self._verify_client in ("required", "optional") and not request.peer_cert:
