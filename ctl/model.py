@@ -239,6 +239,12 @@ class DynamicConfig:
         value = self.data.get("postgresql")
         return value if isinstance(value, Mapping) else {}
 
+    @property
+    def is_standby_cluster(self) -> bool:
+        """Patroni's rule: a `standby_cluster` section with a host, port or restore_command."""
+        sc = self.data.get("standby_cluster")
+        return isinstance(sc, Mapping) and bool(sc.get("host") or sc.get("port") or sc.get("restore_command"))
+
 
 @dataclass(frozen=True)
 class Cluster:
@@ -287,12 +293,16 @@ class Cluster:
         return frozenset(self.sync.sync_standby)
 
     def cluster_role(self, member: Member) -> ClusterRole:
-        """The role Patroni's `cluster_as_json` reports for a member."""
+        """The role Patroni's `cluster_as_json` reports for a member (checked against real patronictl 4.1.5).
+
+        The leader is a standby leader only in a standby cluster (dynamic config), whatever the member claims; a
+        member listed in /sync is a sync standby even when /sync names another leader (`SyncState.matches`).
+        """
         if self.leader is not None and member.name == self.leader.name:
-            if member.role == MemberRole.STANDBY_LEADER:
+            if self.config is not None and self.config.is_standby_cluster:
                 return ClusterRole.STANDBY_LEADER
             return ClusterRole.LEADER
-        if member.name in self.sync_standbys:
+        if self.synchronous_mode != "off" and self.sync is not None and member.name in self.sync.sync_standby:
             return ClusterRole.QUORUM_STANDBY if self.synchronous_mode == "quorum" else ClusterRole.SYNC_STANDBY
         return ClusterRole.REPLICA
 

@@ -47,12 +47,20 @@ class MemberView:
 
 
 def _port(member: Member) -> int | None:
+    """The conn_url port; 5432 when the URL names none (Patroni's conn_kwargs do the same)."""
     if not member.conn_url:
         return None
     try:
-        return urlsplit(member.conn_url).port
+        return urlsplit(member.conn_url).port or 5432
     except ValueError:
         return None
+
+
+def _replay_lsn(member: Member) -> int | None:
+    """Patroni falls back to xlog_location when a member publishes no replay_lsn (an old leader does that)."""
+    if "replay_lsn" in member.data:
+        return member.replay_lsn
+    return member.xlog_location
 
 
 def member_views(cluster: Cluster) -> list[MemberView]:
@@ -71,8 +79,8 @@ def member_views(cluster: Cluster) -> list[MemberView]:
 
         out.append(MemberView(
             name=m.name, role=role, state=state, host=m.host, port=_port(m), timeline=m.timeline,
-            is_leader=is_leader, receive_lsn=m.receive_lsn, replay_lsn=m.replay_lsn,
-            receive_lag=lag(m.receive_lsn), replay_lag=lag(m.replay_lsn), member=m,
+            is_leader=is_leader, receive_lsn=m.receive_lsn, replay_lsn=_replay_lsn(m),
+            receive_lag=lag(m.receive_lsn), replay_lag=lag(_replay_lsn(m)), member=m,
         ))
     return out
 

@@ -59,7 +59,7 @@ def _matches(cluster: Cluster, member: Member, role: str) -> bool:
     if role == "leader":
         return is_leader
     if role == "primary":
-        return is_leader and member.role != MemberRole.STANDBY_LEADER
+        return is_leader and member.role in (MemberRole.PRIMARY, MemberRole.MASTER)
     if role == "standby-leader":
         return is_leader and member.role == MemberRole.STANDBY_LEADER
     return not is_leader  # replica / standby
