@@ -8,11 +8,11 @@ ignores the configured user.
 
 from __future__ import annotations
 
-import grp
 import logging
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 from dataclasses import dataclass
 
@@ -123,8 +123,39 @@ def chown_tree(path: str, user: OsUser) -> None:
             os.chown(os.path.join(root, entry), user.uid, user.gid, follow_symlinks=False)
 
 
-def group_name(gid: int) -> str:
+def check_reachable(path: str, user: OsUser) -> None:
+    """Fail early, with a hint, when the OS user cannot traverse the directories above `path`.
+
+    Raises:
+        PgCommandError: an existing ancestor directory lacks the search (x) permission for the OS user.
+    """
+    if not user.switch:
+        return
+    current = os.path.dirname(os.path.abspath(path))
+    while True:
+        try:
+            st = os.stat(current)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            if st.st_uid == user.uid:
+                ok = bool(st.st_mode & stat.S_IXUSR)
+            elif st.st_gid in user.groups:
+                ok = bool(st.st_mode & stat.S_IXGRP)
+            else:
+                ok = bool(st.st_mode & stat.S_IXOTH)
+            if not ok:
+                raise PgCommandError(
+                    f"OS user {user.name} cannot reach {path}: {current} has mode {stat.S_IMODE(st.st_mode):04o} "
+                    f"(owner {_user_name(st.st_uid)}); make it traversable, e.g. chmod o+x {current}")
+        parent = os.path.dirname(current)
+        if parent == current:
+            return
+        current = parent
+
+
+def _user_name(uid: int) -> str:
     try:
-        return grp.getgrgid(gid).gr_name
+        return pwd.getpwuid(uid).pw_name
     except KeyError:
-        return str(gid)
+        return str(uid)

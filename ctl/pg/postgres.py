@@ -1,4 +1,4 @@
-"""Control and probing of the local PostgreSQL server of one node: the only place hactl runs PostgreSQL programs.
+"""Control and probing of the local PostgreSQL server of one node: the facade the agent uses.
 
 Usage, as the HA loop sees it::
 
@@ -11,28 +11,19 @@ After `basebackup()` and `rewind()` the data directory holds files copied from t
 `write_config()` before `start()` (rewind restores our config files and leaves `standby.signal` in place, so a
 rewound node can only come up as a standby; it still needs a primary_conninfo to stream).
 
-FENCING. If the agent dies (kill -9) while its PostgreSQL is a primary, that primary must stop accepting writes,
-or a promoted replica would give two writable primaries. hactl therefore does not daemonize PostgreSQL with
-`pg_ctl start`: `start()` runs the postmaster (`postgres -D <data_dir>`) as a *direct child* of the agent. In the
-forked child, CPython first drops privileges to the OS user (setgroups/setregid/setreuid from Popen's
-user/group/extra_groups), then our preexec_fn sets `prctl(PR_SET_PDEATHSIG, SIGQUIT)` (after setuid, because a
-credential change clears the death signal) and exits if `getppid()` shows the agent already died. When the agent
-dies for any reason the kernel sends SIGQUIT to the postmaster: an immediate shutdown that ends every backend at
-once, so no further writes are acknowledged (measured in tests/integration/test_pg.py: gone within ~2 s).
-  * PR_SET_PDEATHSIG fires when the *thread* that forked the postmaster exits, not only the process. Call
-    `start()` (and `restart()`) from a long-lived thread, i.e. the HA loop thread, never from a short-lived worker.
-  * The postmaster's stdout/stderr go to `log_file` (default `<data_dir>.log`).
-  * A postmaster hactl did not start (found through `postmaster.pid`, e.g. started by hand) is *adopted*: probe,
-    stop, reload and promote work on it, but it is not fenced (`owns_process` is False); stop and start it again
-    to get fencing back. A stale `postmaster.pid` (dead or recycled PID) is removed on `start()`.
+FENCING (details in ctl.pg.postmaster): `start()` runs the postmaster as a direct child of the agent, with
+privileges dropped to the OS user and then `prctl(PR_SET_PDEATHSIG, SIGQUIT)`, so the postmaster shuts down
+immediately when the agent dies, even by kill -9. PR_SET_PDEATHSIG is tied to the *thread* that forked the
+child: call `start()`/`restart()` from a long-lived thread (the HA loop thread). A postmaster found running that
+we did not start is adopted (probe/stop/reload/promote work, `owns_process` is False, it is not fenced).
 
-`stop()` signals the postmaster (smart=SIGTERM, fast=SIGINT, immediate=SIGQUIT; what `pg_ctl stop -m` sends) and
-waits for the PID to go: by `wait()` for our child, by polling for an adopted one. After `timeout` it escalates
-to immediate. It never SIGKILLs the postmaster (that would leave backends serving clients).
-
-Running as root: see ctl.pg.osuser. Secrets: passwords never appear in argv or in messages; pg_basebackup and
-pg_rewind get them from a 0600 pgpass file in a private temporary directory (PGPASSFILE), initdb from --pwfile.
+Local connections go over the unix socket in `socket_dir` as the superuser (pg_hba gets a managed first line for
+that, see ctl.pg.conf). Running as root: see ctl.pg.osuser. Secrets: passwords never appear in argv or in
+messages; pg_basebackup and pg_rewind read them from a 0600 pgpass file (PGPASSFILE), initdb from --pwfile.
+Thread safety: start/stop/restart/promote/initdb/basebackup/rewind are serialized by a lock; probe() and
+is_running() may be called from any thread (e.g. REST handlers) at any time.
 """
+
 
 from __future__ import annotations
 
@@ -40,7 +31,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -49,32 +39,23 @@ from functools import cached_property
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import psycopg
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from ctl.config import PgUser, PostgresqlSettings
 from ctl.errors import ConfigError, PgCommandError
-from ctl.pg import conf
-from ctl.pg.binaries import binary, find_bin_dir
-from ctl.pg.osuser import OsUser, chown, resolve_os_user
+from ctl.pg import admin, conf
+from ctl.pg.binaries import find_bin_dir
+from ctl.pg.datadir import DataDir
+from ctl.pg.osuser import OsUser, check_reachable, chown, resolve_os_user
 from ctl.pg.probe import PROBE_SQL, PgState, state_from_row
-from ctl.pg.process import child_env, is_postmaster_of, pid_alive, read_postmaster_pid, run, spawn
+from ctl.pg.postmaster import Postmaster
+from ctl.pg.process import output_tail
 
 __all__ = ["Postgres", "PgState"]
 
 log = logging.getLogger(__name__)
 
-_STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
-_CLEAN_STATES = ("shut down", "shut down in recovery")
-_CONFIG_FILES = ("postgresql.conf", conf.HACTL_CONF, "pg_hba.conf", "pg_ident.conf")
-# pg_rewind needs these on the source server when it connects as a non-superuser (PostgreSQL docs, pg_rewind).
-_REWIND_FUNCTIONS = (
-    "pg_catalog.pg_ls_dir(text, boolean, boolean)",
-    "pg_catalog.pg_stat_file(text, boolean)",
-    "pg_catalog.pg_read_binary_file(text)",
-    "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
-)
 _MAX_SOCKET_PATH = 100  # sun_path is 108 bytes including "/.s.PGSQL.65535"
 
 
@@ -108,7 +89,7 @@ class Postgres:
         configured = str(settings.parameters.get("unix_socket_directories") or "").split(",")[0].strip()
         self._own_socket_dir = not (socket_dir or configured)
         self.socket_dir = os.path.abspath(socket_dir or configured or self._default_socket_dir())
-        self._proc: subprocess.Popen | None = None
+        self._postmaster = Postmaster(self.data_dir, self.log_file)
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------------------------------ addresses
@@ -161,6 +142,15 @@ class Postgres:
             params["password"] = user.password
         return params
 
+    @cached_property
+    def files(self) -> DataDir:
+        """The data directory's files and offline tools.
+
+        Raises:
+            PgCommandError: no binaries, or the OS user is missing (on first use).
+        """
+        return DataDir(self.data_dir, self.bin_dir, self.os_user)
+
     # ------------------------------------------------------------------------------------------ data dir
 
     def data_dir_empty(self) -> bool:
@@ -171,22 +161,6 @@ class Postgres:
 
     def _has_cluster(self) -> bool:
         return os.path.exists(os.path.join(self.data_dir, "PG_VERSION"))
-
-    def _prepare_data_dir(self) -> None:
-        """Create the (empty) data directory with mode 0700, owned by the OS user."""
-        os.makedirs(os.path.dirname(self.data_dir), exist_ok=True)
-        os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
-        chown(self.data_dir, self.os_user)
-        os.chmod(self.data_dir, 0o700)
-
-    def _clear_data_dir(self) -> None:
-        """Empty the data directory but keep it (after a failed initdb/basebackup)."""
-        for entry in os.listdir(self.data_dir) if os.path.isdir(self.data_dir) else ():
-            path = os.path.join(self.data_dir, entry)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                os.unlink(path)
 
     def remove_data_dir(self) -> None:
         """Delete the data directory (e.g. before a re-clone).
@@ -210,18 +184,9 @@ class Postgres:
         """
         args = conf.initdb_args(options)
         with self._lock:
-            if not self.data_dir_empty():
-                raise PgCommandError(f"cannot initdb: data directory {self.data_dir} is not empty")
-            self._prepare_data_dir()
-            su = self.settings.superuser
-            with self._private_file("pwfile", su.password + "\n" if su.password else None) as pwfile:
-                argv = [binary(self.bin_dir, "initdb"), "-D", self.data_dir, f"--username={su.username}", *args]
-                if pwfile:
-                    argv.append(f"--pwfile={pwfile}")
-                proc = run(argv, self.os_user, timeout=timeout, env=child_env({"LC_MESSAGES": "C"}, self.os_user))
-            if proc.returncode != 0:
-                self._clear_data_dir()
-                raise PgCommandError(f"initdb failed (exit {proc.returncode}): {_tail(proc.stdout)}")
+            if self.is_running():
+                raise PgCommandError("cannot initdb: PostgreSQL is running")
+            self.files.initdb(args, self.settings.superuser, timeout)
             log.info("initdb done in %s", self.data_dir)
 
     def write_config(
@@ -238,7 +203,8 @@ class Postgres:
 
         `pg_hba` empty means conf.default_hba(). `primary_conninfo` gets application_name=<member name> unless
         it has one (so pg_stat_replication names the member). `primary_slot_name` is sanitized like Patroni.
-        Takes effect on the next start(), or reload() for reloadable parameters (see PgState.pending_restart).
+        Takes effect on the next start(), or reload() for reloadable parameters (see PgState.pending_restart;
+        primary_conninfo and primary_slot_name are reloadable, standby.signal needs a restart).
 
         Raises:
             ConfigError: a malformed conninfo or parameter name.  PgCommandError: no data directory.
@@ -262,91 +228,39 @@ class Postgres:
         )
         hba = list(pg_hba) or conf.default_hba(self.settings.replication.username)
         su = self.settings.superuser
-        self._write(conf.HACTL_CONF, conf.render_conf(params_out))
-        self._write("pg_hba.conf", conf.render_hba(hba, su.username, bool(su.password)))
-        main = os.path.join(self.data_dir, "postgresql.conf")
-        try:
-            with open(main, encoding="utf-8") as f:
-                current = f.read()
-        except FileNotFoundError:
-            current = ""
+        files = self.files
+        files.write(conf.HACTL_CONF, conf.render_conf(params_out))
+        files.write("pg_hba.conf", conf.render_hba(hba, su.username, bool(su.password)))
+        current = files.read("postgresql.conf") or ""
         wanted = conf.with_include(current)
         if wanted != current:
-            self._write("postgresql.conf", wanted)
-        signal_file = os.path.join(self.data_dir, "standby.signal")
+            files.write("postgresql.conf", wanted)
         if standby:
-            self._write("standby.signal", "")
-        elif os.path.exists(signal_file):
-            os.unlink(signal_file)
-
-    def _write(self, name: str, text: str) -> None:
-        """Atomically replace a file in the data directory: mode 0600, owned by the OS user."""
-        path = os.path.join(self.data_dir, name)
-        tmp = f"{path}.hactl-tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        chown(tmp, self.os_user)
-        os.replace(tmp, path)
-
-    @contextmanager
-    def _private_file(self, name: str, content: str | None) -> Iterator[str | None]:
-        """A 0600 file only the OS user can read, in a fresh 0700 temp dir, removed afterwards (None: no file)."""
-        if content is None:
-            yield None
-            return
-        tmpdir = tempfile.mkdtemp(prefix="hactl-")
-        try:
-            chown(tmpdir, self.os_user)
-            path = os.path.join(tmpdir, name)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(content)
-            chown(path, self.os_user)
-            yield path
-        finally:
-            shutil.rmtree(tmpdir, ignore_errors=True)
-
-    @contextmanager
-    def _source_env(self, source_conninfo: str | Mapping[str, Any]) -> Iterator[tuple[str, dict[str, str]]]:
-        """(conninfo without password, environment with PGPASSFILE) for pg_basebackup / pg_rewind."""
-        conninfo, params, password = conf.split_password(source_conninfo)
-        line = conf.pgpass_line(params.get("user"), password) if password else None
-        with self._private_file("pgpass", line) as pgpass:
-            extra = {"LC_MESSAGES": "C"}
-            if pgpass:
-                extra["PGPASSFILE"] = pgpass
-            yield conninfo, child_env(extra, self.os_user)
+            files.write("standby.signal", "")
+        else:
+            files.unlink("standby.signal")
 
     # ------------------------------------------------------------------------------------------ process
 
     @property
     def pid(self) -> int | None:
-        """The postmaster's PID: our child if alive, else a live postmaster from postmaster.pid, else None."""
-        proc = self._proc
-        if proc is not None:
-            if proc.poll() is None:
-                return proc.pid
-            self._proc = None
-        pid = read_postmaster_pid(self.data_dir)
-        if pid is not None and is_postmaster_of(pid, self.data_dir):
-            return pid
-        return None
+        """The postmaster's PID (ours or adopted), or None."""
+        return self._postmaster.pid
 
     @property
     def owns_process(self) -> bool:
         """True when the running postmaster is our child, i.e. fenced by the parent-death signal."""
-        proc = self._proc
-        return proc is not None and proc.poll() is None
+        return self._postmaster.owns_process
 
     def is_running(self) -> bool:
-        return self.pid is not None
+        return self._postmaster.pid is not None
 
     def start(self, timeout: float = 60) -> None:
-        """Start the postmaster as a fenced child (see FENCING) and wait until it accepts connections.
+        """Start the postmaster as a fenced child and wait until it accepts connections (read-write, or
+        read-only for a standby that reached consistency). Call from a long-lived thread (see FENCING).
 
-        Call from a long-lived thread. Returns at once when a postmaster already runs on this data directory.
-        On timeout the server is left running (a standby may still be catching up); the error says so.
+        No-op when a postmaster already runs on this data directory. On timeout the server is left running
+        (a standby may still be catching up) and the error says so.
 
         Raises:
             PgCommandError: no data directory, the postmaster exited (with the log's last lines), or timeout.
@@ -357,32 +271,21 @@ class Postgres:
                 return
             if not self._has_cluster():
                 raise PgCommandError(f"cannot start PostgreSQL: no data directory in {self.data_dir}")
-            stale = os.path.join(self.data_dir, "postmaster.pid")
-            if os.path.exists(stale):
-                log.info("removing stale postmaster.pid from %s", self.data_dir)
-                os.unlink(stale)
+            check_reachable(self.data_dir, self.os_user)
             self._prepare_socket_dir()
-            offset = _file_size(self.log_file)
-            fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-            try:
-                chown(self.log_file, self.os_user)
-                self._proc = spawn([binary(self.bin_dir, "postgres"), "-D", self.data_dir], self.os_user,
-                                   stdout=fd, death_signal=signal.SIGQUIT)
-            finally:
-                os.close(fd)
-            log.info("started PostgreSQL (pid %s, port %s)", self._proc.pid, self.port)
-            self._wait_accepting(self._proc, timeout, offset)
+            offset = self._postmaster.spawn(self.bin_dir, self.os_user)
+            log.info("started PostgreSQL (pid %s, port %s)", self.pid, self.port)
+            self._wait_accepting(timeout, offset)
 
-    def _wait_accepting(self, proc: subprocess.Popen, timeout: float, log_offset: int) -> None:
+    def _wait_accepting(self, timeout: float, log_offset: int) -> None:
         deadline = time.monotonic() + timeout
         last = "no attempt"
         while True:
-            code = proc.poll()
+            code = self._postmaster.exit_code()
             if code is not None:
-                self._proc = None
                 raise PgCommandError(
                     f"PostgreSQL exited during startup (code {code}); log {self.log_file}: "
-                    f"{_tail(_read_from(self.log_file, log_offset))}")
+                    f"{output_tail(self._postmaster.log_since(log_offset))}")
             try:
                 with psycopg.connect(**self.conninfo(connect_timeout=2), autocommit=True) as conn:
                     conn.execute("SELECT 1")
@@ -391,11 +294,12 @@ class Postgres:
                 last = _first_line(exc)
             if time.monotonic() >= deadline:
                 raise PgCommandError(
-                    f"PostgreSQL (pid {proc.pid}) did not accept connections within {timeout:g}s and is left "
-                    f"running: {last}; log {self.log_file}: {_tail(_read_from(self.log_file, log_offset))}")
+                    f"PostgreSQL (pid {self.pid}) did not accept connections within {timeout:g}s and is left "
+                    f"running: {last}; log {self.log_file}: {output_tail(self._postmaster.log_since(log_offset))}")
             time.sleep(0.1)
 
     def _prepare_socket_dir(self) -> None:
+        check_reachable(self.socket_dir, self.os_user)
         existed = os.path.isdir(self.socket_dir)
         os.makedirs(self.socket_dir, mode=0o700, exist_ok=True)
         if self._own_socket_dir or not existed:
@@ -406,49 +310,19 @@ class Postgres:
     def stop(self, mode: str = "fast", timeout: float = 60, checkpoint: bool = False) -> None:
         """Stop the postmaster (ours or adopted) and wait until it is gone; no-op when not running.
 
-        `checkpoint=True` runs CHECKPOINT first so that a primary's shutdown checkpoint is short. After
-        `timeout` the shutdown is escalated to immediate.
+        `mode` is smart, fast or immediate (pg_ctl's). `checkpoint=True` runs CHECKPOINT first so that a
+        primary's shutdown checkpoint is short. After `timeout` the shutdown is escalated to immediate.
 
         Raises:
             PgCommandError: an unknown mode, or the postmaster survived an immediate shutdown.
         """
-        if mode not in _STOP_SIGNALS:
-            raise PgCommandError(f"unknown shutdown mode {mode!r} (smart, fast, immediate)")
         with self._lock:
-            pid = self.pid
-            if pid is None:
-                return
-            if checkpoint and mode != "immediate":
+            if checkpoint and mode in ("smart", "fast") and self.is_running():
                 try:
                     self._query("CHECKPOINT", statement_timeout=timeout)
                 except PgCommandError as exc:
                     log.warning("CHECKPOINT before shutdown failed: %s", exc)
-            log.info("stopping PostgreSQL (pid %s, mode %s)", pid, mode)
-            _signal(pid, _STOP_SIGNALS[mode])
-            if self._wait_gone(pid, timeout):
-                return
-            if mode != "immediate":
-                log.warning("PostgreSQL (pid %s) did not stop within %gs; immediate shutdown", pid, timeout)
-                _signal(pid, signal.SIGQUIT)
-                if self._wait_gone(pid, 15):
-                    return
-            raise PgCommandError(f"PostgreSQL (pid {pid}) did not stop")
-
-    def _wait_gone(self, pid: int, timeout: float) -> bool:
-        proc = self._proc
-        if proc is not None and proc.pid == pid:
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                return False
-            self._proc = None
-            return True
-        deadline = time.monotonic() + timeout
-        while pid_alive(pid):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.05)
-        return True
+            self._postmaster.stop(mode, timeout)
 
     def restart(self, timeout: float = 60) -> None:
         """stop(fast) then start(); call from a long-lived thread (see FENCING).
@@ -466,10 +340,8 @@ class Postgres:
         Raises:
             PgCommandError: PostgreSQL is not running.
         """
-        pid = self.pid
-        if pid is None:
+        if not self._postmaster.signal(signal.SIGHUP):
             raise PgCommandError("cannot reload: PostgreSQL is not running")
-        _signal(pid, signal.SIGHUP)
 
     def promote(self, timeout: float = 30) -> None:
         """Promote a standby with pg_promote() and wait until it leaves recovery; no-op on a primary.
@@ -532,40 +404,24 @@ class Postgres:
         except psycopg.Error as exc:
             raise PgCommandError(f"SQL failed on {self.name}: {_first_line(exc)}") from None
 
+    @contextmanager
+    def _connection(self, what: str) -> Iterator[psycopg.Connection]:
+        """An autocommit superuser connection; psycopg errors become PgCommandError("<what> failed: ...")."""
+        try:
+            with psycopg.connect(**self.conninfo(), autocommit=True) as conn:
+                yield conn
+        except psycopg.Error as exc:
+            raise PgCommandError(f"{what} failed on {self.name}: {_first_line(exc)}") from None
+
     def create_users(self, superuser: PgUser, replication: PgUser, rewind: PgUser | None = None) -> None:
         """Set the superuser's password; create/alter the replication role (REPLICATION LOGIN) and the rewind
-        role with the function grants pg_rewind needs. Statement logging is off in this session so that
-        passwords do not reach the server log.
+        role with the function grants pg_rewind needs (and pg_checkpoint). Passwords stay out of the server log.
 
         Raises:
             PgCommandError: a statement failed.
         """
-        try:
-            with psycopg.connect(**self.conninfo(), autocommit=True) as conn:
-                for setting in ("log_statement = 'none'", "log_min_error_statement = 'panic'",
-                                "log_min_duration_statement = -1"):
-                    conn.execute(f"SET {setting}")
-
-                def upsert(user: PgUser, attrs: str) -> None:
-                    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user.username,)).fetchone()
-                    verb = "ALTER" if exists else "CREATE"
-                    password = sql.Literal(user.password) if user.password else sql.SQL("NULL")
-                    conn.execute(sql.SQL("{} ROLE {} WITH {} PASSWORD {}").format(
-                        sql.SQL(verb), sql.Identifier(user.username), sql.SQL(attrs), password))
-
-                if superuser.password:
-                    upsert(superuser, "SUPERUSER LOGIN")
-                if replication.username != superuser.username:
-                    upsert(replication, "REPLICATION LOGIN")
-                if rewind and rewind.username != superuser.username:
-                    upsert(rewind, "LOGIN")
-                    for fn in _REWIND_FUNCTIONS:
-                        conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(
-                            sql.SQL(fn), sql.Identifier(rewind.username)))
-                    if conn.info.server_version >= 150000:  # lets rewind() CHECKPOINT the source first
-                        conn.execute(sql.SQL("GRANT pg_checkpoint TO {}").format(sql.Identifier(rewind.username)))
-        except psycopg.Error as exc:
-            raise PgCommandError(f"creating users failed: {_first_line(exc)}") from None
+        with self._connection("creating users") as conn:
+            admin.create_users(conn, superuser, replication, rewind)
         log.info("users ready: %s", ", ".join(u.username for u in (superuser, replication, rewind) if u))
 
     def replication_slots(self) -> dict[str, dict[str, Any]]:
@@ -574,9 +430,8 @@ class Postgres:
         Raises:
             PgCommandError: the query failed.
         """
-        rows = self._query("SELECT slot_name, active, (restart_lsn - '0/0'::pg_lsn)::bigint "
-                           "FROM pg_replication_slots WHERE slot_type = 'physical'")
-        return {r[0]: {"active": r[1], "restart_lsn": r[2]} for r in rows}
+        with self._connection("listing slots") as conn:
+            return admin.replication_slots(conn)
 
     def ensure_slots(self, names: Iterable[str]) -> list[str]:
         """Create the missing physical slots (names sanitized with conf.slot_name, WAL reserved at once).
@@ -585,13 +440,8 @@ class Postgres:
         Raises:
             PgCommandError: a query failed.
         """
-        existing = self.replication_slots()
-        created = []
-        for name in sorted({conf.slot_name(n) for n in names} - set(existing)):
-            self._query("SELECT pg_create_physical_replication_slot(%s, true)", (name,))
-            created.append(name)
-            log.info("created replication slot %s", name)
-        return created
+        with self._connection("creating slots") as conn:
+            return admin.ensure_slots(conn, names)
 
     def drop_slots_except(self, keep: Iterable[str]) -> list[str]:
         """Drop the physical slots not in `keep` (sanitized); active ones are kept. Returns the names dropped.
@@ -599,15 +449,8 @@ class Postgres:
         Raises:
             PgCommandError: a query failed.
         """
-        wanted = {conf.slot_name(n) for n in keep}
-        dropped = []
-        for name, info in sorted(self.replication_slots().items()):
-            if name in wanted or info["active"]:
-                continue
-            self._query("SELECT pg_drop_replication_slot(%s)", (name,))
-            dropped.append(name)
-            log.info("dropped replication slot %s", name)
-        return dropped
+        with self._connection("dropping slots") as conn:
+            return admin.drop_slots_except(conn, keep)
 
     # ------------------------------------------------------------------------------------------ cloning
 
@@ -619,95 +462,34 @@ class Postgres:
         On failure the data directory is left empty. Call write_config() before start().
 
         Raises:
+            ConfigError: malformed conninfo.
             PgCommandError: running, data directory not empty, pg_basebackup failed or timed out.
         """
         with self._lock:
             if self.is_running():
                 raise PgCommandError("cannot clone: PostgreSQL is running")
-            if not self.data_dir_empty():
-                raise PgCommandError(f"cannot clone: data directory {self.data_dir} is not empty")
-            self._prepare_data_dir()
-            with self._source_env(source_conninfo) as (conninfo, env):
-                argv = [binary(self.bin_dir, "pg_basebackup"), "-D", self.data_dir, "-X", "stream",
-                        "-c", "fast", "-w", "-d", conninfo]
-                if slot:
-                    argv += ["-S", conf.slot_name(slot)]
-                try:
-                    proc = run(argv, self.os_user, timeout=timeout, env=env)
-                except PgCommandError:
-                    self._clear_data_dir()
-                    raise
-            if proc.returncode != 0:
-                self._clear_data_dir()
-                raise PgCommandError(f"pg_basebackup failed (exit {proc.returncode}): {_tail(proc.stdout)}")
+            self.files.basebackup(source_conninfo, slot, timeout)
             log.info("cloned %s with pg_basebackup", self.data_dir)
 
     def rewind(self, source_conninfo: str | Mapping[str, Any], timeout: float = 600) -> bool:
-        """pg_rewind this (stopped or running) data directory onto the source server; False on failure.
+        """pg_rewind this data directory onto the source server; False on failure (then re-clone).
 
-        Stops the server first. A server that was not shut down cleanly (crash, kill -9 of a fenced primary)
-        first gets crash recovery in single-user mode, as Patroni does, because pg_rewind needs a clean
-        shutdown. Our config files are kept (pg_rewind copies the source's) and standby.signal is written, so
-        the node can only start as a standby; call write_config() with a primary_conninfo before start().
+        Stops the server first (fast). A server that was not shut down cleanly (crash, kill -9 of a fenced
+        primary) first gets crash recovery in single-user mode, as Patroni does, because pg_rewind needs a clean
+        shutdown. A CHECKPOINT on the source makes its control file show its new timeline. Our config files are
+        kept (pg_rewind copies the source's) and standby.signal is written, so the node can only start as a
+        standby; call write_config() with a primary_conninfo before start().
         """
         with self._lock:
             try:
                 self.stop()
-                if not self._ensure_clean_shutdown():
+                if not self.files.ensure_clean_shutdown():
                     return False
-                saved = self._read_config_files()
                 _checkpoint_source(source_conninfo)
-                with self._source_env(source_conninfo) as (conninfo, env):
-                    argv = [binary(self.bin_dir, "pg_rewind"), "-D", self.data_dir, f"--source-server={conninfo}",
-                            "--no-ensure-shutdown"]
-                    proc = run(argv, self.os_user, timeout=timeout, env=env)
+                return self.files.rewind(source_conninfo, timeout)
             except (PgCommandError, ConfigError) as exc:
                 log.error("pg_rewind not possible: %s", exc)
                 return False
-            self._restore_config_files(saved)
-            self._write("standby.signal", "")
-            if proc.returncode != 0:
-                log.error("pg_rewind failed (exit %s): %s", proc.returncode, _tail(proc.stdout))
-                return False
-            log.info("pg_rewind done: %s", _tail(proc.stdout, 2))
-            return True
-
-    def _ensure_clean_shutdown(self) -> bool:
-        """Crash recovery in single-user mode when the control file says the server did not shut down cleanly.
-
-        Raises:
-            PgCommandError: pg_controldata failed.
-        """
-        state = self.controldata().get("Database cluster state", "")
-        if state in _CLEAN_STATES:
-            return True
-        log.info("data directory state is %r; crash recovery in single-user mode before pg_rewind", state)
-        for name in ("standby.signal", "recovery.signal"):  # single-user mode refuses standby mode
-            path = os.path.join(self.data_dir, name)
-            if os.path.exists(path):
-                os.unlink(path)
-        argv = [binary(self.bin_dir, "postgres"), "--single", "-F", "-D", self.data_dir,
-                "-c", "archive_mode=off", "template1"]
-        proc = run(argv, self.os_user, timeout=300, stdin_data="")
-        state = self.controldata().get("Database cluster state", "")
-        if state not in _CLEAN_STATES:
-            log.error("single-user crash recovery left state %r: %s", state, _tail(proc.stdout))
-            return False
-        return True
-
-    def _read_config_files(self) -> dict[str, bytes]:
-        saved = {}
-        for name in _CONFIG_FILES:
-            try:
-                with open(os.path.join(self.data_dir, name), "rb") as f:
-                    saved[name] = f.read()
-            except FileNotFoundError:
-                pass
-        return saved
-
-    def _restore_config_files(self, saved: Mapping[str, bytes]) -> None:
-        for name, content in saved.items():
-            self._write(name, content.decode("utf-8", "replace"))
 
     # ------------------------------------------------------------------------------------------ control file
 
@@ -717,16 +499,7 @@ class Postgres:
         Raises:
             PgCommandError: pg_controldata failed (e.g. no data directory).
         """
-        proc = run([binary(self.bin_dir, "pg_controldata"), "-D", self.data_dir], self.os_user, timeout=30,
-                   env=child_env({"LC_ALL": "C", "LANG": "C"}, self.os_user))
-        if proc.returncode != 0:
-            raise PgCommandError(f"pg_controldata failed: {_tail(proc.stdout)}")
-        out = {}
-        for line in proc.stdout.splitlines():
-            key, sep, value = line.partition(":")
-            if sep:
-                out[key.strip()] = value.strip()
-        return out
+        return self.files.controldata()
 
     def system_identifier(self) -> str | None:
         """The data directory's system identifier, or None when there is no cluster or it cannot be read."""
@@ -750,34 +523,6 @@ def _checkpoint_source(source_conninfo: str | Mapping[str, Any]) -> None:
     except psycopg.Error as exc:
         log.warning("CHECKPOINT on the rewind source failed (pg_rewind may see a stale timeline): %s",
                     _first_line(exc))
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _file_size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
-
-
-def _read_from(path: str, offset: int) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def _tail(text: str, lines: int = 5) -> str:
-    kept = [ln.strip() for ln in text.strip().splitlines() if ln.strip()][-lines:]
-    return " | ".join(kept) if kept else "(no output)"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -172,3 +172,9 @@ def is_postmaster_of(pid: int, data_dir: str) -> bool:
         return os.path.basename(exe).startswith((b"postgres", b"postmaster"))
     except OSError:
         return True  # cannot tell; assume it is, never start a second postmaster on the same data
+
+
+def output_tail(text: str, lines: int = 5) -> str:
+    """The last non-empty lines of a program's output, joined on one line for an error message."""
+    kept = [ln.strip() for ln in text.strip().splitlines() if ln.strip()][-lines:]
+    return " | ".join(kept) if kept else "(no output)"
