@@ -85,3 +85,22 @@ def test_initializing_and_empty_leader() -> None:
     c = parse_cluster("demo", PREFIX, [KeyValue(PREFIX + "initialize", ""), KeyValue(PREFIX + "leader", "")])
     assert c.initialize == "" and c.leader is None and not c.is_empty
     assert parse_cluster("demo", PREFIX, []).is_empty
+
+
+def test_cluster_role_follows_patronictl_rules() -> None:
+    def build(config: str, sync: str, leader_role: str = "primary"):
+        kvs = [KeyValue(PREFIX + "config", config), KeyValue(PREFIX + "leader", "a"),
+               KeyValue(PREFIX + "members/a", '{"role": "%s"}' % leader_role),
+               KeyValue(PREFIX + "members/b", '{"role": "replica"}'), KeyValue(PREFIX + "sync", sync)]
+        c = parse_cluster("demo", PREFIX, kvs)
+        return c.cluster_role(c.member("a")), c.cluster_role(c.member("b"))
+
+    # the member's own standby_leader claim does not matter; the standby_cluster config does
+    assert build("{}", "{}", "standby_leader") == (ClusterRole.LEADER, ClusterRole.REPLICA)
+    assert build('{"standby_cluster": {"host": "h"}}', "{}")[0] == ClusterRole.STANDBY_LEADER
+    assert build('{"standby_cluster": {}}', "{}")[0] == ClusterRole.LEADER
+    # /sync counts only in synchronous mode, and patronictl does not check its leader field
+    other_leader = '{"leader": "zzz", "sync_standby": "b"}'
+    assert build('{"synchronous_mode": true}', other_leader)[1] == ClusterRole.SYNC_STANDBY
+    assert build('{"synchronous_mode": "quorum"}', other_leader)[1] == ClusterRole.QUORUM_STANDBY
+    assert build('{"synchronous_mode": false}', other_leader)[1] == ClusterRole.REPLICA
