@@ -1,8 +1,10 @@
 """ctl.pg: all PostgreSQL process control and probing for the agent.
 
-Modules: binaries (find bin_dir), osuser (the unprivileged OS user), process (spawning with a parent-death
-signal, PIDs), conf (pure rendering of config files, listen/initdb/slot-name parsing), probe (PgState and its
-SQL), postgres (the Postgres class; its docstring describes the fencing design).
+Modules: postgres (the Postgres facade the agent uses), postmaster (the fenced postmaster process; its docstring
+describes the fencing design), process (spawning as the OS user with a parent-death signal, PIDs), datadir
+(initdb, pg_basebackup, pg_rewind, pg_controldata, files), admin (roles, slots), conf (pure rendering of config
+files; listen, initdb option and slot name parsing), probe (PgState and its SQL), osuser (the unprivileged OS
+user), binaries (finding bin_dir).
 """
 
 from ctl.pg.binaries import find_bin_dir

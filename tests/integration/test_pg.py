@@ -316,3 +316,67 @@ def test_adopted_postmaster_can_be_probed_and_stopped(nodes, fenced):
     other.start()
     assert other.owns_process and other.probe().is_primary
     other.stop()
+
+
+def test_stop_escalates_to_immediate_after_timeout(fenced):
+    fenced.start()
+    held = psycopg.connect(**fenced.conninfo(), autocommit=True)  # a smart shutdown waits for this session
+    try:
+        started = time.monotonic()
+        fenced.stop(mode="smart", timeout=1)
+        assert time.monotonic() - started < 10
+        assert not fenced.is_running()
+        with pytest.raises(psycopg.Error):
+            held.execute("SELECT 1")
+    finally:
+        held.close()
+
+
+def test_start_ignores_a_stale_postmaster_pid(fenced):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    pid_file = os.path.join(fenced.data_dir, "postmaster.pid")
+    with open(pid_file, "w") as f:
+        f.write(f"{dead.pid}\n{fenced.data_dir}\n")
+    assert not fenced.is_running()
+    fenced.start()
+    assert fenced.owns_process and fenced.probe().is_primary
+    fenced.stop()
+
+
+def test_guards_on_running_and_stopped_servers(fenced):
+    assert fenced.probe().running is False
+    with pytest.raises(PgCommandError, match="not running"):
+        fenced.reload()
+    with pytest.raises(PgCommandError):
+        fenced.execute("SELECT 1")
+    fenced.start()
+    try:
+        with pytest.raises(PgCommandError, match="running"):
+            fenced.remove_data_dir()
+        with pytest.raises(PgCommandError, match="running"):
+            fenced.basebackup("host=127.0.0.1 port=1")
+        with pytest.raises(PgCommandError, match="relation"):
+            fenced.execute("SELECT * FROM no_such_table")
+        fenced.start()  # already running: no-op
+        assert fenced.owns_process
+    finally:
+        fenced.stop()
+    assert os.path.exists(os.path.join(fenced.data_dir, "PG_VERSION"))
+
+
+def test_failed_basebackup_leaves_an_empty_data_dir(nodes):
+    pg = nodes.new("clone-fails")
+    with pytest.raises(PgCommandError, match="pg_basebackup failed"):
+        pg.basebackup(build_conninfo(host="127.0.0.1", port=free_port(), user="replicator", password="pw"),
+                      timeout=30)
+    assert pg.data_dir_empty()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the OS-user reachability check applies when running as root")
+def test_unreachable_data_dir_is_reported_with_a_hint(nodes):
+    private = os.path.join(nodes.root, "private")
+    os.makedirs(private, mode=0o700)
+    pg = Postgres(_settings(private, "hidden", free_port()), "hidden", bin_dir=nodes.bin_dir)
+    with pytest.raises(PgCommandError, match="cannot reach .*chmod o\\+x"):
+        pg.initdb()
