@@ -47,7 +47,7 @@ def child_env(extra: Mapping[str, str] | None = None, user: OsUser | None = None
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     if user is not None and user.switch:
-        env["HOME"] = user.home or "/"
+        env["HOME"] = user.home if user.home and os.path.isdir(user.home) else "/"
         env["USER"] = env["LOGNAME"] = user.name
     env.update(extra or {})
     return env
