@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable
 
 from ctl.agent import settings as st
 from ctl.dcs import codec, keys
-from ctl.errors import CtlError
+from ctl.errors import ConfigError, CtlError
 from ctl.ha.actions import Action, Decision, Kind
 from ctl.model import HistoryEntry, Member, lsn_from_str
 from ctl.pg.conf import slot_name
@@ -64,7 +64,10 @@ class Executor:
     def _write_config(self, *, standby: bool, target: str | None) -> None:
         dynamic = self.agent.cluster.config if self.agent.cluster else None
         primary_conninfo = self.conninfo(target, replication=True) if (standby and target) else None
-        slot = slot_name(self.agent.name) if (primary_conninfo and st.use_slots(self.cfg, dynamic)) else None
+        leader = self.agent.cluster.leader.name if (self.agent.cluster and self.agent.cluster.leader) else None
+        # only the leader keeps slots (for every member); a cascading replica streams without one
+        slot = (slot_name(self.agent.name)
+                if (primary_conninfo and target == leader and st.use_slots(self.cfg, dynamic)) else None)
         self.agent.pg.write_config(
             st.pg_parameters(self.cfg, dynamic),
             st.pg_hba(self.cfg, dynamic),
@@ -106,6 +109,7 @@ class Executor:
             a.pg.start()
             a.pg.create_users(self.cfg.postgresql.superuser, self.cfg.postgresql.replication,
                               self.cfg.postgresql.rewind)
+            self._bootstrap_users()
             sysid = a.pg.system_identifier() or ""
             a.dcs.ensure_lease(a.settings.ttl)
             if not a.dcs.acquire_leader(a.name):
@@ -121,6 +125,31 @@ class Executor:
             except CtlError:
                 pass
             raise
+
+    def _bootstrap_users(self) -> None:
+        """`bootstrap.users: {name: {password, options: [createdb, ...]}}`: extra roles made once, at bootstrap.
+
+        Raises:
+            ConfigError: an option that is not a role attribute (never passed through to SQL).
+        """
+        from psycopg import sql
+
+        users = self.cfg.bootstrap.get("users")
+        if not isinstance(users, dict):
+            return
+        for name, spec in users.items():
+            spec = spec if isinstance(spec, dict) else {}
+            options = [str(o).strip().lower() for o in spec.get("options") or []]
+            bad = [o for o in options if o not in st.ROLE_OPTIONS]
+            if bad:
+                raise ConfigError(f"bootstrap.users.{name}: unknown role option(s) {', '.join(bad)}")
+            stmt = sql.SQL("CREATE ROLE {} WITH LOGIN").format(sql.Identifier(str(name)))
+            if spec.get("password") is not None:
+                stmt = stmt + sql.SQL(" PASSWORD {}").format(sql.Literal(str(spec["password"])))
+            if options:
+                stmt = stmt + sql.SQL(" " + " ".join(o.upper() for o in options))
+            self.agent.pg.execute(stmt)
+            log.info("created bootstrap user %s", name)
 
     def _clone(self, action: Action) -> bool:
         a = self.agent

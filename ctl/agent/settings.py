@@ -18,6 +18,9 @@ DEFAULT_PARAMETERS: Mapping[str, Any] = {
     "wal_keep_size": "128MB",
     "wal_log_hints": "on",
 }
+ROLE_OPTIONS = frozenset({"superuser", "nosuperuser", "createdb", "nocreatedb", "createrole", "nocreaterole",
+                          "inherit", "noinherit", "login", "nologin", "replication", "noreplication",
+                          "bypassrls", "nobypassrls"})
 DEFAULT_HBA = (
     "local all all trust",
     "host all all 127.0.0.1/32 md5",
@@ -106,6 +109,15 @@ def validate(config: Config) -> None:
     initdb = config.bootstrap.get("initdb")
     if initdb is not None and not isinstance(initdb, list):
         raise ConfigError(f"{src}: 'bootstrap.initdb' must be a list")
+    users = config.bootstrap.get("users")
+    if users is not None:
+        if not isinstance(users, Mapping):
+            raise ConfigError(f"{src}: 'bootstrap.users' must be a mapping of user name to settings")
+        for name, spec in users.items():
+            options = spec.get("options") if isinstance(spec, Mapping) else None
+            bad = [str(o) for o in options or [] if str(o).strip().lower() not in ROLE_OPTIONS]
+            if bad:
+                raise ConfigError(f"{src}: bootstrap.users.{name}: unknown role option(s) {', '.join(bad)}")
 
 
 def ha_settings(config: Config, dynamic: DynamicConfig | None) -> HaSettings:
@@ -140,6 +152,7 @@ def ha_settings(config: Config, dynamic: DynamicConfig | None) -> HaSettings:
         use_pg_rewind=use_rewind,
         nofailover=nofailover,
         failover_priority=priority,
+        replicatefrom=str(tags["replicatefrom"]) if tags.get("replicatefrom") else None,
     )
 
 

@@ -49,7 +49,10 @@ def decide(obs: Observation) -> Decision:
         if leader and leader != obs.name:
             lm = cluster.member(leader)
             if lm is not None and lm.conn_url:
-                return _d(f"cloning from leader {leader}", act(Kind.CLONE, leader), act(Kind.START_REPLICA, leader))
+                source = _clone_source(obs, leader)
+                what = f"member {source} (clonefrom)" if source != leader else f"leader {leader}"
+                return _d(f"cloning from {what}", act(Kind.CLONE, source),
+                          act(Kind.START_REPLICA, _upstream(obs, leader)))
         return _d("no leader to clone from: waiting")
 
     if cluster.is_paused:
@@ -73,16 +76,44 @@ def decide(obs: Observation) -> Decision:
     # someone else leads
     if obs.is_primary:
         return _d(f"demoting: {leader} holds the leader lock", act(Kind.DEMOTE))
-    if pg.upstream != leader:
-        return _d(f"following {leader}", act(Kind.FOLLOW, leader))
+    upstream = _upstream(obs, leader)
+    if pg.upstream != upstream:
+        via = f" via {upstream} (replicatefrom)" if upstream != leader else ""
+        return _d(f"following {leader}{via}", act(Kind.FOLLOW, upstream))
     if pg.stream_stalled:
         lm = cluster.member(leader)
         behind = lm is not None and lm.timeline is not None and pg.timeline is not None and pg.timeline < lm.timeline
         leader_up = lm is not None and lm.state == "running"
         if obs.settings.use_pg_rewind and behind and leader_up:
             return _d(f"not streaming from {leader} and on an older timeline: rewinding", act(Kind.REWIND, leader))
-        return _d(f"not streaming from {leader}")
-    return _d(f"following {leader}")
+        return _d(f"not streaming from {upstream}")
+    return _d(f"following {leader}" + (f" via {upstream} (replicatefrom)" if upstream != leader else ""))
+
+
+def _running_member(obs: Observation, name: str | None) -> bool:
+    m = obs.cluster.member(name) if (obs.cluster and name and name != obs.name) else None
+    return m is not None and m.state == "running" and bool(m.conn_url)
+
+
+def _upstream(obs: Observation, leader: str) -> str:
+    """The member to stream from: the `replicatefrom` tag's member while it runs, else the leader."""
+    wanted = obs.settings.replicatefrom
+    return wanted if wanted and wanted != leader and _running_member(obs, wanted) else leader
+
+
+def _clone_source(obs: Observation, leader: str) -> str:
+    """A running member tagged `clonefrom` (first by name) spares the leader the base backup; else the leader."""
+    assert obs.cluster is not None
+    for m in obs.cluster.members:
+        if m.name != leader and _truthy_tag(m.tags.get("clonefrom")) and _running_member(obs, m.name):
+            return m.name
+    return leader
+
+
+def _truthy_tag(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "on", "yes", "1")
+    return bool(value)
 
 
 def _without_dcs(obs: Observation) -> Decision:

@@ -17,6 +17,7 @@ class HaSettings:
     use_pg_rewind: bool = False
     nofailover: bool = False
     failover_priority: int = 1
+    replicatefrom: str | None = None  # tag: stream from this member instead of the leader (cascading)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class PeerView:
     is_primary: bool = False
     nofailover: bool = False
     failover_priority: int = 1
+    replicatefrom: str | None = None  # tag: stream from this member instead of the leader (cascading)
 
 
 @dataclass(frozen=True)

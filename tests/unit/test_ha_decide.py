@@ -29,6 +29,10 @@ def member(name: str, **kw) -> Member:
                   api_url=f"http://127.0.0.1:{8008 + int(name[-1])}/patroni", **kw)
 
 
+def with_member(c: Cluster, name: str, **kw) -> Cluster:
+    return replace(c, members=tuple(replace(m, **kw) if m.name == name else m for m in c.members))
+
+
 def cluster(leader: str | None = "node1", optime: int | None = 5_000_000, initialize: str | None = "42",
             pause: bool = False, **kw) -> Cluster:
     data = {"ttl": 30, "loop_wait": 10}
@@ -124,6 +128,14 @@ CASES = [
     ("stopped replica starts following", obs(STOPPED), (Kind.START_REPLICA,), "replica of node1"),
     ("stopped node with no leader starts read-only", obs(STOPPED, cluster(leader=None)), (Kind.START_REPLICA,),
      "read-only"),
+    ("replicatefrom: stream from the tagged member", obs(REPLICA, settings=replace(S, replicatefrom="node3")),
+     (Kind.FOLLOW,), "via node3"),
+    ("replicatefrom member down: stream from the leader",
+     obs(REPLICA, with_member(cluster(), "node3", state="stopped"), settings=replace(S, replicatefrom="node3")),
+     (Kind.NOOP,), "following node1"),
+    ("clonefrom: base backup from the tagged member",
+     obs(EMPTY, with_member(cluster(), "node3", tags={"clonefrom": True})), (Kind.CLONE, Kind.START_REPLICA),
+     "node3 (clonefrom)"),
     ("paused: no promotion without a leader", obs(REPLICA, cluster(leader=None, pause=True)), (Kind.NOOP,), "paused"),
     ("paused: stopped node is not started", obs(STOPPED, cluster(pause=True)), (Kind.NOOP,), "paused"),
     ("paused: leader keeps renewing", obs(PRIMARY, cluster(leader=ME, pause=True)),
