@@ -72,7 +72,10 @@ class Postgres:
         log_file: str | None = None,
         socket_dir: str | None = None,
     ) -> None:
-        """`socket_dir` defaults to the first `unix_socket_directories` parameter, else `<data_dir>.sock`.
+        """`socket_dir` defaults to the first `unix_socket_directories` parameter (relative to the data
+        directory, as PostgreSQL reads it), else `<data_dir>.sock` (created 0700 for the OS user). `log_file`
+        (the postmaster's stdout/stderr) defaults to `<data_dir>.log`. `os_user` matters only when root
+        (default postgres); `bin_dir` defaults to settings.bin_dir, then autodetection.
 
         Raises:
             ConfigError: no data_dir, or a bad listen/connect_address.
@@ -87,8 +90,10 @@ class Postgres:
         self._bin_dir_arg = bin_dir or settings.bin_dir
         self._os_user_name = os_user
         configured = str(settings.parameters.get("unix_socket_directories") or "").split(",")[0].strip()
+        if configured and not os.path.isabs(configured):  # PostgreSQL resolves it from the data directory
+            configured = os.path.join(self.data_dir, configured)
         self._own_socket_dir = not (socket_dir or configured)
-        self.socket_dir = os.path.abspath(socket_dir or configured or self._default_socket_dir())
+        self.socket_dir = os.path.normpath(os.path.abspath(socket_dir or configured or self._default_socket_dir()))
         self._postmaster = Postmaster(self.data_dir, self.log_file)
         self._lock = threading.RLock()
 
@@ -132,7 +137,10 @@ class Postgres:
 
     def conninfo(self, *, user: PgUser | None = None, dbname: str = "postgres",
                  connect_timeout: int = 3) -> dict[str, Any]:
-        """psycopg.connect() keyword arguments for a local connection over the unix socket (superuser default)."""
+        """psycopg.connect() keyword arguments for a local connection over the unix socket (superuser default).
+
+        The dict holds the password: never log it.
+        """
         user = user or self.settings.superuser
         params: dict[str, Any] = {
             "host": self.socket_dir, "port": self.port, "user": user.username, "dbname": dbname,
@@ -301,6 +309,10 @@ class Postgres:
     def _prepare_socket_dir(self) -> None:
         check_reachable(self.socket_dir, self.os_user)
         existed = os.path.isdir(self.socket_dir)
+        if existed and self._own_socket_dir:
+            owner = os.stat(self.socket_dir).st_uid
+            if owner not in (0, os.geteuid(), self.os_user.uid):  # e.g. pre-created in /tmp by someone else
+                raise PgCommandError(f"socket directory {self.socket_dir} belongs to uid {owner}; remove it")
         os.makedirs(self.socket_dir, mode=0o700, exist_ok=True)
         if self._own_socket_dir or not existed:
             chown(self.socket_dir, self.os_user)
