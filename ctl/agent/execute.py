@@ -6,9 +6,10 @@ import logging
 import os
 import socket
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ctl.agent import settings as st
+from ctl.agent.tasks import TaskResult
 from ctl.dcs import codec, keys
 from ctl.errors import ConfigError, CtlError
 from ctl.ha.actions import Action, Decision, Kind
@@ -90,6 +91,41 @@ class Executor:
             if not ok:
                 return False
         return True
+
+    # ------------------------------------------------------------------------------------------------ tasks
+    def run_task(self, kind: str, params: Mapping[str, Any]) -> TaskResult:
+        """A REST request, run in the loop thread between two HA iterations."""
+        a = self.agent
+        if kind == "restart":
+            if not a.pg.is_running():
+                return TaskResult(False, "postgres is not running")
+            self.activity = "restarting"
+            a._publish()
+            timeout = float(params.get("timeout") or 60)
+            a.pg.restart(timeout=timeout)
+            log.info("restarted PostgreSQL on request")
+            return TaskResult(True, "restarted successfully")
+        if kind == "reload":
+            if a.pg.data_dir_empty():
+                return TaskResult(False, "no data directory")
+            c = a.cluster
+            standby = bool(a._pg_state is not None and a._pg_state.in_recovery)
+            self._write_config(standby=standby, target=a.upstream if standby else None)
+            if a.pg.is_running():
+                a.pg.reload()
+            log.info("reloaded configuration on request")
+            return TaskResult(True, "reload scheduled" if c is not None else "reloaded")
+        if kind == "reinitialize":
+            c = a.cluster
+            if c is None or c.leader is None:
+                return TaskResult(False, "Cluster has no leader, can not reinitialize")
+            if c.leader.name == a.name:
+                return TaskResult(False, "I am the leader, can not reinitialize")
+            source = c.leader.name
+            log.info("reinitializing on request: re-cloning from %s", source)
+            ok = self._reinitialize(Action(Kind.REINITIALIZE, source))
+            return TaskResult(ok, "reinitialize done" if ok else f"reinitialize from {source} failed")
+        return TaskResult(False, f"unknown task {kind}")
 
     def _noop(self, action: Action) -> bool:
         return True

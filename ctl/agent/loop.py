@@ -9,13 +9,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import queue
 from dataclasses import replace
-from typing import Any
+from typing import Any, Mapping
 
 from ctl import __version__
 from ctl.agent import settings as st
 from ctl.agent.execute import Executor
 from ctl.agent.peers import fetch_peers
+from ctl.agent.tasks import Task, TaskResult
 from ctl.config import Config
 from ctl.errors import CtlError
 from ctl.ha.actions import Decision
@@ -24,6 +26,8 @@ from ctl.ha.state import HaSettings, Observation, PgView
 from ctl.model import Cluster, NodeStatus
 
 log = logging.getLogger("hactl.agent")
+
+
 
 
 class Agent:
@@ -50,6 +54,10 @@ class Agent:
         self.follow_since: float = 0.0
         self.start_failed = False
         self._pg_state: Any = None
+        self.tasks: "queue.Queue[Task]" = queue.Queue()
+        self.busy: str | None = None  # the task the loop is running, for "<action> already in progress"
+        self.scheduled_restart: dict[str, Any] | None = None  # published in the member key, run when due
+        self.last_switchover_result: str | None = None  # why the leader refused/cleared a switchover request
         rest = st.split_address(config.restapi.connect_address or config.restapi.listen, 8008, "restapi")
         pgaddr = st.split_address(config.postgresql.connect_address or config.postgresql.listen, 5432, "postgresql")
         self.api_url = f"{config.restapi.protocol}://{rest.host}:{rest.port}/patroni"
@@ -61,6 +69,38 @@ class Agent:
 
     def read_cluster(self) -> Cluster | None:
         return self.dcs.get_cluster()
+
+    # ------------------------------------------------------------------------------------------------ requests
+    def submit(self, kind: str, params: Mapping[str, Any] | None = None, *, wait: bool = True,
+               timeout: float = 60.0) -> TaskResult:
+        """Queue a task for the loop thread and wake it; with wait, block until it finished (or timeout).
+
+        Without wait, returns once the loop has started the task. Kinds: `restart` (params: timeout),
+        `reload`, `reinitialize` (params: from_leader).
+        """
+        task = Task(kind, dict(params or {}))
+        self.tasks.put(task)
+        self.wake.set()
+        event = task.done if wait else task.started
+        if not event.wait(timeout):
+            return TaskResult(False, f"{kind} did not {'finish' if wait else 'start'} within {timeout:.0f}s")
+        return task.result or TaskResult(True, f"{kind} started")
+
+    def _run_tasks(self) -> None:
+        while True:
+            try:
+                task = self.tasks.get_nowait()
+            except queue.Empty:
+                return
+            self.busy = task.kind
+            task.started.set()
+            try:
+                task.result = self.executor.run_task(task.kind, task.params)
+            except CtlError as exc:
+                task.result = TaskResult(False, f"{task.kind} failed: {exc}")
+            finally:
+                self.busy = None
+                task.done.set()
 
     # ------------------------------------------------------------------------------------------------ loop
     def relevant_event(self, is_delete: bool, key: str, value: str) -> bool:
@@ -83,6 +123,7 @@ class Agent:
         self.shutdown()
 
     def run_once(self) -> Decision:
+        self._run_tasks()
         obs = self.observe()
         decision = decide(obs)
         if decision.reason != self._last_reason:
