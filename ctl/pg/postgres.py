@@ -14,8 +14,9 @@ rewound node can only come up as a standby; it still needs a primary_conninfo to
 FENCING (details in ctl.pg.postmaster): `start()` runs the postmaster as a direct child of the agent, with
 privileges dropped to the OS user and then `prctl(PR_SET_PDEATHSIG, SIGQUIT)`, so the postmaster shuts down
 immediately when the agent dies, even by kill -9. PR_SET_PDEATHSIG is tied to the *thread* that forked the
-child: call `start()`/`restart()` from a long-lived thread (the HA loop thread). A postmaster found running that
-we did not start is adopted (probe/stop/reload/promote work, `owns_process` is False, it is not fenced).
+child, so the fork always runs on one long-lived daemon thread: `start()`/`restart()` may be called from any
+thread. A postmaster found running that we did not start is adopted (probe/stop/reload/promote work,
+`owns_process` is False, it is not fenced).
 
 Local connections go over the unix socket in `socket_dir` as the superuser (pg_hba gets a managed first line for
 that, see ctl.pg.conf). Running as root: see ctl.pg.osuser. Secrets: passwords never appear in argv or in
@@ -265,7 +266,7 @@ class Postgres:
 
     def start(self, timeout: float = 60) -> None:
         """Start the postmaster as a fenced child and wait until it accepts connections (read-write, or
-        read-only for a standby that reached consistency). Call from a long-lived thread (see FENCING).
+        read-only for a standby that reached consistency). Any thread may call it (see FENCING).
 
         No-op when a postmaster already runs on this data directory. On timeout the server is left running
         (a standby may still be catching up) and the error says so.
@@ -337,7 +338,7 @@ class Postgres:
             self._postmaster.stop(mode, timeout)
 
     def restart(self, timeout: float = 60) -> None:
-        """stop(fast) then start(); call from a long-lived thread (see FENCING).
+        """stop(fast) then start().
 
         Raises:
             PgCommandError: as stop() and start().

@@ -9,8 +9,9 @@ credential change clears the death signal) and exits if `getppid()` shows the ag
 When the agent dies for any reason the kernel sends SIGQUIT to the postmaster: an immediate shutdown that ends
 every backend at once, so no further writes are acknowledged (tests/integration/test_pg.py: gone within ~2 s,
 open sessions included).
-  * PR_SET_PDEATHSIG fires when the *thread* that forked the postmaster exits, not only the process. Start it
-    from a long-lived thread (the HA loop thread), never from a short-lived worker thread.
+  * PR_SET_PDEATHSIG fires when the *thread* that forked the postmaster exits, not only the process. The fork
+    therefore always happens on one daemon "keeper" thread that lives as long as the agent process
+    (ctl.pg.process.spawn_from_keeper), so start() may be called from any thread, a REST handler included.
   * The postmaster runs in its own session, so a Ctrl-C on the agent's terminal does not reach it: the agent
     decides how to shut it down.
   * stdout/stderr go to a log file (PostgreSQL's own logging_collector may take over after startup).
@@ -35,7 +36,7 @@ import time
 from ctl.errors import PgCommandError
 from ctl.pg.binaries import binary
 from ctl.pg.osuser import OsUser, chown
-from ctl.pg.process import is_postmaster_of, pid_alive, read_postmaster_pid, spawn
+from ctl.pg.process import is_postmaster_of, pid_alive, read_postmaster_pid, spawn_from_keeper
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,8 @@ class Postmaster:
         fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         try:
             chown(self.log_file, user)
-            self._proc = spawn([binary(bin_dir, "postgres"), "-D", self.data_dir], user, stdout=fd,
-                               death_signal=signal.SIGQUIT)
+            self._proc = spawn_from_keeper([binary(bin_dir, "postgres"), "-D", self.data_dir], user, stdout=fd,
+                                           death_signal=signal.SIGQUIT)
         finally:
             os.close(fd)
         return offset

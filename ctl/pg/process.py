@@ -6,8 +6,9 @@ forked child (setgroups, setregid, setreuid) *before* it calls `preexec_fn`, and
 the uid switch. It then compares `os.getppid()` with the PID of the parent that forked it: if the parent already
 died between fork and prctl, the child exits at once instead of running unfenced.
 
-The death signal fires when the *thread* that forked the child exits, not only the process; callers that start
-long-lived children (the postmaster) must do so from a long-lived thread.
+The death signal fires when the *thread* that forked the child exits, not only the process. So that a
+postmaster started from a short-lived thread (a REST request handler, a worker) is not killed when that thread
+ends, `spawn_from_keeper()` forks on one daemon thread that lives as long as the process.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import queue
 import signal
 import subprocess
-from typing import IO, Mapping, Sequence
+import threading
+from typing import IO, Any, Callable, Mapping, Sequence
 
 from ctl.errors import PgCommandError
 from ctl.pg.osuser import OsUser
@@ -89,6 +92,52 @@ def spawn(
         )
     except (OSError, subprocess.SubprocessError) as exc:
         raise PgCommandError(f"cannot start {os.path.basename(argv[0])}: {exc}") from None
+
+
+class _Keeper:
+    """One daemon thread that runs the forks of long-lived children, so their death signal means "the agent
+    process died" and never "the calling thread ended"."""
+
+    def __init__(self) -> None:
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._serve, name="hactl-postmaster-parent", daemon=True)
+                self._thread.start()
+        done = threading.Event()
+        box: dict[str, Any] = {}
+        self._requests.put((fn, box, done))
+        done.wait()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    def _serve(self) -> None:
+        while True:
+            fn, box, done = self._requests.get()
+            try:
+                box["value"] = fn()
+            except BaseException as exc:  # noqa: BLE001 - handed back to the caller's thread
+                box["error"] = exc
+            finally:
+                done.set()
+
+
+_keeper = _Keeper()
+
+
+def spawn_from_keeper(argv: Sequence[str], user: OsUser, *, stdout: IO | int | None,
+                      death_signal: int = signal.SIGQUIT) -> subprocess.Popen:
+    """spawn() on the long-lived keeper thread: the child gets `death_signal` only when the agent process dies.
+
+    Raises:
+        PgCommandError: the program could not be started.
+    """
+    return _keeper.call(lambda: spawn(argv, user, stdout=stdout, death_signal=death_signal))
 
 
 def run(

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import psycopg
@@ -380,3 +381,15 @@ def test_unreachable_data_dir_is_reported_with_a_hint(nodes):
     pg = Postgres(_settings(private, "hidden", free_port()), "hidden", bin_dir=nodes.bin_dir)
     with pytest.raises(PgCommandError, match="cannot reach .*chmod o\\+x"):
         pg.initdb()
+
+
+def test_start_from_a_short_lived_thread_outlives_the_thread(fenced):
+    # PR_SET_PDEATHSIG follows the forking *thread*; the keeper thread makes this safe for any caller
+    worker = threading.Thread(target=fenced.start)
+    worker.start()
+    worker.join()
+    time.sleep(0.5)
+    try:
+        assert fenced.owns_process and fenced.probe().is_primary
+    finally:
+        fenced.stop()
