@@ -57,6 +57,8 @@ __all__ = ["Postgres", "PgState"]
 
 log = logging.getLogger(__name__)
 
+# Connection errors during startup that waiting will not cure (the server is up and says no).
+_REFUSED_FOR_GOOD = ("authentication failed", "no pg_hba.conf entry", "does not exist")
 _MAX_SOCKET_PATH = 100  # sun_path is 108 bytes including "/.s.PGSQL.65535"
 
 
@@ -301,6 +303,10 @@ class Postgres:
                 return
             except psycopg.Error as exc:
                 last = _first_line(exc)
+                if any(m in last for m in _REFUSED_FOR_GOOD):  # up, but it will never let us in: say so now
+                    raise PgCommandError(
+                        f"PostgreSQL (pid {self.pid}) is running but refuses the superuser over the local socket: "
+                        f"{last}") from None
             if time.monotonic() >= deadline:
                 raise PgCommandError(
                     f"PostgreSQL (pid {self.pid}) did not accept connections within {timeout:g}s and is left "
@@ -398,13 +404,13 @@ class Postgres:
         except Exception as exc:  # noqa: BLE001 - a probe reports, it never raises
             return PgState(running=self.is_running(), error=_first_line(exc))
 
-    def execute(self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[tuple]:
+    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[tuple]:
         """Run one statement as the superuser (autocommit); rows, or [] for statements without a result.
 
         Raises:
             PgCommandError: connection or statement failed.
         """
-        return self._query(query, params)
+        return self._query(sql, params)
 
     def _query(self, query: Any, params: Any = None, *, statement_timeout: float | None = None) -> list[tuple]:
         kwargs: dict[str, Any] = {}

@@ -111,14 +111,15 @@ class Postmaster:
             return ""
 
     def signal(self, sig: int) -> bool:
-        """Send `sig` to the postmaster; False when none runs."""
+        """Send `sig` to the postmaster; False when none runs.
+
+        Raises:
+            PgCommandError: the postmaster belongs to another user.
+        """
         pid = self.pid
         if pid is None:
             return False
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return False
+        _kill(pid, sig)
         return True
 
     def stop(self, mode: str, timeout: float) -> None:
@@ -161,10 +162,13 @@ class Postmaster:
 
 
 def _kill(pid: int, sig: int) -> None:
+    """Raises: PgCommandError when the postmaster belongs to another user (we are not root)."""
     try:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
+    except PermissionError:
+        raise PgCommandError(f"not allowed to signal PostgreSQL (pid {pid}): it runs as another user") from None
 
 
 def _file_size(path: str) -> int:

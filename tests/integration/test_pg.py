@@ -6,6 +6,7 @@ leaves is the next one's starting point. The fencing tests use their own node.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -393,3 +394,17 @@ def test_start_from_a_short_lived_thread_outlives_the_thread(fenced):
         assert fenced.owns_process and fenced.probe().is_primary
     finally:
         fenced.stop()
+
+
+def test_start_fails_fast_when_the_superuser_is_refused(nodes, fenced):
+    wrong = dataclasses.replace(fenced.settings, superuser=PgUser("postgres", "not-the-password"))
+    pg = Postgres(wrong, "fenced", bin_dir=nodes.bin_dir)
+    started = time.monotonic()
+    try:
+        with pytest.raises(PgCommandError, match="refuses the superuser.*authentication failed") as info:
+            pg.start(timeout=30)
+        assert time.monotonic() - started < 10
+        assert "not-the-password" not in str(info.value)
+        assert pg.is_running()  # left running, as documented
+    finally:
+        pg.stop()
