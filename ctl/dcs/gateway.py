@@ -3,12 +3,14 @@
 Why not python-etcd3: importing grpc + etcd3 costs 100-200 ms, and `hactl list` must start in well under 0.2 s.
 Patroni talks to etcd the same way. Every call is bounded by one overall timeout; endpoints are tried in turn.
 Secrets (password, token) are never put into an error message.
+
+HTTP is spoken by a 60-line keep-alive client on a plain socket: http.client alone costs ~15 ms of imports (email
+parsing, ssl), a tenth of the start-up budget, and its timeouts are per socket operation rather than per request.
 """
 
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import socket
 import time
@@ -67,6 +69,141 @@ class _EtcdAnswer(Exception):
         self.message = message
 
 
+class _HttpError(Exception):
+    """The server broke the HTTP exchange (closed early, garbage)."""
+
+
+class _StaleConnection(_HttpError):
+    """A kept-alive connection that the server had closed: safe to retry on a new one."""
+
+
+class _HttpConnection:
+    """A minimal HTTP/1.1 client: POST with a JSON body, keep-alive, Content-Length or chunked answers.
+
+    Every socket operation gets the time left until the request's deadline, so a request never outlives it.
+    """
+
+    def __init__(self, host: str, port: int, ssl_context: Any = None) -> None:
+        self.host = host
+        self.port = port
+        self.ssl_context = ssl_context
+        self.sock: socket.socket | None = None
+        self._buf = bytearray()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+        self._buf.clear()
+
+    def post(self, path: str, body: bytes, headers: dict[str, str], deadline: float) -> tuple[int, bytes]:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        head = [f"POST {path} HTTP/1.1", f"Host: {host}:{self.port}", f"Content-Length: {len(body)}"]
+        head += [f"{k}: {v}" for k, v in headers.items()]
+        request = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+        for attempt in range(2):
+            fresh = self.sock is None
+            try:
+                if fresh:
+                    self._open(deadline)
+                self._timeout(deadline)
+                assert self.sock is not None
+                self.sock.sendall(request)
+                status, data, keep = self._read_response(deadline, fresh)
+            except (_StaleConnection, BrokenPipeError, ConnectionResetError):
+                self.close()
+                if fresh or attempt:
+                    raise
+                continue
+            except BaseException:
+                self.close()
+                raise
+            if not keep:
+                self.close()
+            return status, data
+        raise _HttpError("no answer")  # not reached
+
+    def _open(self, deadline: float) -> None:
+        sock = socket.create_connection((self.host, self.port), timeout=max(deadline - time.monotonic(), 0.001))
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.ssl_context is not None:
+                sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+    def _timeout(self, deadline: float) -> None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("timed out")
+        assert self.sock is not None
+        self.sock.settimeout(left)
+
+    def _fill(self, deadline: float, first: bool = False) -> None:
+        self._timeout(deadline)
+        assert self.sock is not None
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            if first:
+                raise _StaleConnection("connection closed before the answer")
+            raise _HttpError("connection closed in the middle of the answer")
+        self._buf += chunk
+
+    def _read_until(self, marker: bytes, deadline: float, first: bool = False) -> bytes:
+        while True:
+            i = self._buf.find(marker)
+            if i >= 0:
+                out = bytes(self._buf[:i])
+                del self._buf[: i + len(marker)]
+                return out
+            if len(self._buf) > 1 << 20:
+                raise _HttpError("answer header too long")
+            self._fill(deadline, first and not self._buf)
+
+    def _read_exact(self, n: int, deadline: float) -> bytes:
+        while len(self._buf) < n:
+            self._fill(deadline)
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
+
+    def _read_response(self, deadline: float, fresh: bool) -> tuple[int, bytes, bool]:
+        head = self._read_until(b"\r\n\r\n", deadline, first=not fresh).decode("latin-1")
+        lines = head.split("\r\n")
+        parts = lines[0].split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+            raise _HttpError(f"not an HTTP answer: {lines[0][:60]!r}")
+        status = int(parts[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        keep = headers.get("connection", "").lower() != "close" and parts[0] != "HTTP/1.0"
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            body = bytearray()
+            while True:
+                size = int(self._read_until(b"\r\n", deadline).split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self._read_until(b"\r\n", deadline):  # trailers (etcd sends one) end with a blank line
+                        pass
+                    break
+                body += self._read_exact(size, deadline)
+                self._read_until(b"\r\n", deadline)
+            return status, bytes(body), keep
+        if "content-length" in headers:
+            return status, self._read_exact(int(headers["content-length"]), deadline), keep
+        while True:  # no length: the body ends when the server closes
+            try:
+                self._fill(deadline)
+            except _HttpError:
+                return status, bytes(self._read_exact(len(self._buf), deadline)), False
+
+
 class _Endpoint:
     """One etcd URL with its kept-alive connection, API prefix and auth token."""
 
@@ -75,7 +212,7 @@ class _Endpoint:
         self.host = host
         self.port = port
         self.tls = tls
-        self.conn: http.client.HTTPConnection | None = None
+        self.conn: _HttpConnection | None = None
         self.api = _API_PREFIXES[0]
         self.token: str | None = None
 
@@ -229,55 +366,29 @@ class EtcdGateway:
                               f"{getattr(exc, 'strerror', None) or exc}") from None
         return ctx
 
-    def _connect(self, endpoint: _Endpoint, timeout: float) -> http.client.HTTPConnection:
-        if endpoint.conn is None:
-            if endpoint.tls:
-                endpoint.conn = http.client.HTTPSConnection(endpoint.host, endpoint.port, timeout=timeout,
-                                                            context=self._ssl_context)
-            else:
-                endpoint.conn = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=timeout)
-        else:
-            endpoint.conn.timeout = timeout
-            if endpoint.conn.sock is not None:
-                endpoint.conn.sock.settimeout(timeout)
-        return endpoint.conn
-
     def _post(self, endpoint: _Endpoint, path: str, payload: dict[str, Any], timeout: float,
               auth: bool = True) -> dict[str, Any]:
-        """One HTTP POST. Transport problems raise OSError/HTTPException; etcd errors raise _EtcdAnswer."""
+        """One HTTP POST. Transport problems raise OSError/_HttpError; etcd errors raise _EtcdAnswer."""
         data = json.dumps(payload).encode("utf-8")
         headers = {"Content-Type": "application/json"}
         if auth and endpoint.token:
             headers["Authorization"] = endpoint.token
-        for attempt in range(2):
-            conn = self._connect(endpoint, timeout)
-            try:
-                conn.request("POST", endpoint.api + path, body=data, headers=headers)
-                resp = conn.getresponse()
-                raw = resp.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                # A kept-alive connection the server closed: reconnect once.
-                endpoint.close()
-                if attempt:
-                    raise
-                continue
-            except BaseException:
-                endpoint.close()
-                raise
-            break
-        if resp.status == 404 and endpoint.api != _API_PREFIXES[-1]:
+        if endpoint.conn is None:
+            endpoint.conn = _HttpConnection(endpoint.host, endpoint.port, self._ssl_context)
+        status, raw = endpoint.conn.post(endpoint.api + path, data, headers, time.monotonic() + timeout)
+        if status == 404 and endpoint.api != _API_PREFIXES[-1]:
             endpoint.api = _API_PREFIXES[_API_PREFIXES.index(endpoint.api) + 1]
             return self._post(endpoint, path, payload, timeout, auth)
         try:
             body = json.loads(raw) if raw else {}
         except ValueError:
             body = None
-        if resp.status != 200 or not isinstance(body, dict) or ("error" in body and "header" not in body):
+        if status != 200 or not isinstance(body, dict) or ("error" in body and "header" not in body):
             if not isinstance(body, dict):
-                raise http.client.HTTPException(f"HTTP {resp.status} with a non-JSON body from {endpoint.url}")
+                raise _HttpError(f"HTTP {status} with a non-JSON body")
             code = body.get("code")
-            message = str(body.get("message") or body.get("error") or f"HTTP {resp.status}")
-            raise _EtcdAnswer(resp.status, code if isinstance(code, int) else None, message)
+            message = str(body.get("message") or body.get("error") or f"HTTP {status}")
+            raise _EtcdAnswer(status, code if isinstance(code, int) else None, message)
         return body
 
     def _authenticate(self, endpoint: _Endpoint, timeout: float) -> None:
@@ -316,7 +427,7 @@ class EtcdGateway:
                         continue
                     raise DcsError(f"etcd at {endpoint.url} refused the request: {_describe_refusal(exc.message)}") \
                         from None
-                except (OSError, http.client.HTTPException) as exc:
+                except (OSError, _HttpError) as exc:
                     failures.append(f"{endpoint.url}: {_describe_transport(exc)}")
                     continue
                 self._prefer(endpoint)

@@ -471,3 +471,19 @@ def test_tls_with_ca_and_client_certificate(tmp_path, namespace) -> None:
     finally:
         server.cleanup()
     assert server_url.startswith("http://")
+
+
+def test_kept_alive_connection_survives_an_etcd_restart(namespace) -> None:
+    server = EtcdServer().start()
+    try:
+        seed(server, namespace)
+        g = gateway(server)
+        assert len(g.get_prefix(namespace)[0]) == 10
+        sock = g._endpoints[0].conn.sock
+        assert len(g.get_prefix(namespace)[0]) == 10 and g._endpoints[0].conn.sock is sock  # reused
+        server.stop()
+        server.start()
+        assert len(g.get_prefix(namespace)[0]) == 10  # the stale connection is replaced, no error
+        g.close()
+    finally:
+        server.cleanup()

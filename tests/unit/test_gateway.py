@@ -65,3 +65,46 @@ def test_transport_errors_are_described_briefly() -> None:
     assert gateway._describe_transport(ConnectionRefusedError(111, "Connection refused")) == "connection refused"
     assert gateway._describe_refusal("etcdserver: user name is empty").startswith("authentication is enabled")
     assert gateway._describe_refusal("etcdserver: permission denied") == "permission denied"
+
+
+def _answer(raw: bytes) -> tuple[int, bytes, gateway._HttpConnection]:
+    """Feed a canned HTTP answer through a socketpair (no network) and read it with the gateway's client."""
+    ours, theirs = socket.socketpair()
+    conn = gateway._HttpConnection("127.0.0.1", 2379)
+    conn.sock = ours
+    theirs.sendall(raw)
+    theirs.shutdown(socket.SHUT_WR)
+    import time
+
+    try:
+        status, body = conn.post("/v3/kv/range", b"{}", {}, time.monotonic() + 2)
+        request = theirs.recv(65536)
+    finally:
+        theirs.close()
+    assert request.startswith(b"POST /v3/kv/range HTTP/1.1\r\nHost: 127.0.0.1:2379\r\nContent-Length: 2\r\n")
+    return status, body, conn
+
+
+def test_http_client_reads_chunked_answers_with_trailers() -> None:
+    raw = (b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+           b"Trailer: Grpc-Trailer-Content-Type\r\n\r\n5\r\n{\"a\":\r\n3\r\n 1}\r\n0\r\n"
+           b"Grpc-Trailer-Content-Type: application/grpc\r\n\r\n")
+    status, body, conn = _answer(raw)
+    assert (status, body) == (401, b'{"a": 1}')
+    assert conn.sock is not None  # kept alive for the next request
+    conn.close()
+
+
+def test_http_client_content_length_and_close_delimited_bodies() -> None:
+    status, body, conn = _answer(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n{}\r\nEXTRA")
+    assert (status, body) == (200, b"{}\r\n")
+    conn.close()
+    status, body, conn = _answer(b"HTTP/1.0 200 OK\r\n\r\n{\"x\": 1}")
+    assert (status, body) == (200, b'{"x": 1}') and conn.sock is None  # HTTP/1.0: not kept alive
+
+
+def test_http_client_rejects_garbage() -> None:
+    with pytest.raises(gateway._HttpError, match="not an HTTP answer"):
+        _answer(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+    with pytest.raises(gateway._HttpError, match="closed in the middle"):
+        _answer(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n{}")
