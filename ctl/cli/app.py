@@ -85,13 +85,13 @@ def _print_version(value: bool) -> None:
 def _global_options(
     ctx: typer.Context,
     config_file: Annotated[Optional[str], typer.Option(
-        "--config-file", "-c", envvar="PATRONICTL_CONFIG_FILE", show_envvar=True,
+        "--config-file", "-c", envvar="PATRONICTL_CONFIG_FILE", show_envvar=True, metavar="PATH",
         help="patroni.yml / patronictl.yaml [default: ~/.config/patroni/patronictl.yaml]")] = None,
     dcs_url: Annotated[Optional[str], typer.Option(
-        "--dcs-url", "--dcs", "-d", envvar="DCS_URL", help="etcd3://HOST:PORT/NAMESPACE, replaces the DCS config")] = None,
+        "--dcs-url", "--dcs", "-d", envvar="DCS_URL", metavar="URL", help="etcd3://HOST:PORT/NAMESPACE, replaces the DCS config")] = None,
     insecure: Annotated[bool, typer.Option("--insecure", "-k", help="Do not verify REST API certificates")] = False,
     timeout: Annotated[float, typer.Option(
-        "--timeout", help="Give up on etcd and REST calls after this many seconds (at most 10)")] = DEFAULT_TIMEOUT,
+        "--timeout", metavar="SEC", help="Give up on etcd and REST calls after this many seconds (at most 10)")] = DEFAULT_TIMEOUT,
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                           help="Print the hactl version and exit")] = False,
 ) -> None:

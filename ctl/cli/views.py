@@ -88,7 +88,7 @@ def cmd_list(
     cluster_names: Annotated[Optional[List[str]], typer.Argument(metavar="[CLUSTER_NAME]...")] = None,
     extended: Annotated[bool, typer.Option("--extended", "-e", help="Show pending restarts, schedules, tags")] = False,
     ts: Annotated[bool, typer.Option("--timestamp", "-t", help="Print a timestamp before each table")] = False,
-    fmt: Annotated[str, typer.Option("--format", "-f", help=_FORMAT_HELP)] = "pretty",
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=_FORMAT_HELP)] = "pretty",
     w: Annotated[bool, typer.Option("-W", help="Refresh every 2 seconds until Ctrl-C")] = False,
     watch: Annotated[Optional[float], typer.Option("--watch", "-w", help="Refresh every SEC seconds",
                                                    metavar="SEC")] = None,
@@ -104,7 +104,7 @@ def cmd_topology(
     watch: Annotated[Optional[float], typer.Option("--watch", "-w", help="Refresh every SEC seconds",
                                                    metavar="SEC")] = None,
 ) -> None:
-    """Show the replication tree: cascading replicas (replicatefrom tag) under their upstream."""
+    """Show members as a tree: cascading replicas (replicatefrom tag) under their upstream."""
     _list_like(ctx.obj, cluster_names or [], "pretty", False, False, watch, w, topology=True)
 
 
@@ -116,7 +116,7 @@ def _one_cluster(state: AppState, name: Optional[str]):  # noqa: ANN202 - return
 def cmd_history(
     ctx: typer.Context,
     cluster_name: Annotated[Optional[str], typer.Argument()] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help=_FORMAT_HELP)] = "pretty",
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=_FORMAT_HELP)] = "pretty",
 ) -> None:
     """Show the timeline history: TL, LSN, Reason, Timestamp, New Leader."""
     fmt = _fmt(fmt)
@@ -127,9 +127,9 @@ def cmd_history(
 def cmd_show_config(
     ctx: typer.Context,
     cluster_name: Annotated[Optional[str], typer.Argument()] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="yaml (default) or json")] = "yaml",
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help="yaml (default) or json")] = "yaml",
 ) -> None:
-    """Show the cluster's dynamic configuration (the `config` key) as YAML with sorted keys."""
+    """Show the dynamic configuration (the config key) as YAML with sorted keys."""
     fmt = _fmt(fmt, ("yaml", "yml", "json"))
     cluster = _one_cluster(ctx.obj, cluster_name)
     if cluster.config is None:
@@ -143,11 +143,11 @@ def cmd_dsn(
     ctx: typer.Context,
     cluster_name: Annotated[Optional[str], typer.Argument()] = None,
     role: Annotated[Optional[str], typer.Option(
-        "--role", "-r", help="leader (default), primary, standby-leader, replica, standby or any")] = None,
-    member: Annotated[Optional[str], typer.Option("--member", "-m", help="A member by name")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="pretty (default) or json")] = "pretty",
+        "--role", "-r", metavar="ROLE", help="leader (default), primary, standby-leader, replica, standby or any")] = None,
+    member: Annotated[Optional[str], typer.Option("--member", "-m", metavar="NAME", help="A member by name")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help="pretty (default) or json")] = "pretty",
 ) -> None:
-    """Print `host=... port=...` of a member (default: the leader)."""
+    """Print host and port of a member as `host=H port=P` (default: the leader)."""
     fmt = _fmt(fmt, ("pretty", "json"))
     if role and member:
         raise UsageError("--role and --member are mutually exclusive options")
@@ -159,9 +159,9 @@ def cmd_version(
     ctx: typer.Context,
     cluster_name: Annotated[Optional[str], typer.Argument()] = None,
     member_names: Annotated[Optional[List[str]], typer.Argument(metavar="[MEMBER_NAME]...")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="pretty (default) or json")] = "pretty",
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help="pretty (default) or json")] = "pretty",
 ) -> None:
-    """Print hactl's version and, with a cluster, every member's Patroni and PostgreSQL versions."""
+    """Print hactl's version; with a cluster, each member's Patroni and PostgreSQL versions."""
     fmt = _fmt(fmt, ("pretty", "json"))
     state: AppState = ctx.obj
     if not cluster_name:
