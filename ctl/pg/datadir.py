@@ -89,11 +89,20 @@ class DataDir:
         chown(tmp, self.user)
         os.replace(tmp, path)
 
-    def unlink(self, name: str) -> None:
+    def update(self, name: str, text: str) -> bool:
+        """write() unless the file already holds `text`; True when it was written."""
+        if self.read(name) == text:
+            return False
+        self.write(name, text)
+        return True
+
+    def unlink(self, name: str) -> bool:
+        """Remove a file; True when it existed."""
         try:
             os.unlink(os.path.join(self.path, name))
+            return True
         except FileNotFoundError:
-            pass
+            return False
 
     @contextmanager
     def _private_file(self, name: str, content: str | None) -> Iterator[str | None]:

@@ -209,8 +209,9 @@ class Postgres:
         primary_conninfo: str | Mapping[str, Any] | None = None,
         primary_slot_name: str | None = None,
         recovery_target_timeline: str = "latest",
-    ) -> None:
-        """Write postgresql.hactl.conf (+ the include in postgresql.conf), pg_hba.conf and standby.signal.
+    ) -> bool:
+        """Write postgresql.hactl.conf (+ the include in postgresql.conf), pg_hba.conf and standby.signal;
+        True when any file changed (files are rewritten only when their content differs).
 
         `pg_hba` empty means conf.default_hba(). `primary_conninfo` gets application_name=<member name> unless
         it has one (so pg_stat_replication names the member). `primary_slot_name` is sanitized like Patroni.
@@ -240,16 +241,14 @@ class Postgres:
         hba = list(pg_hba) or conf.default_hba(self.settings.replication.username)
         su = self.settings.superuser
         files = self.files
-        files.write(conf.HACTL_CONF, conf.render_conf(params_out))
-        files.write("pg_hba.conf", conf.render_hba(hba, su.username, bool(su.password)))
-        current = files.read("postgresql.conf") or ""
-        wanted = conf.with_include(current)
-        if wanted != current:
-            files.write("postgresql.conf", wanted)
+        changed = files.update(conf.HACTL_CONF, conf.render_conf(params_out))
+        changed |= files.update("pg_hba.conf", conf.render_hba(hba, su.username, bool(su.password)))
+        changed |= files.update("postgresql.conf", conf.with_include(files.read("postgresql.conf") or ""))
         if standby:
-            files.write("standby.signal", "")
+            changed |= files.update("standby.signal", "")
         else:
-            files.unlink("standby.signal")
+            changed |= files.unlink("standby.signal")
+        return changed
 
     # ------------------------------------------------------------------------------------------ process
 

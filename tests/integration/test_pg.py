@@ -171,7 +171,8 @@ def test_basebackup_replica_streams_through_slot(pair):
 
 def test_pending_restart_is_reported(pair):
     n1 = pair["n1"]
-    n1.write_config({**PARAMS, "shared_buffers": "24MB"}, HBA, standby=False)
+    assert n1.write_config(PARAMS, HBA, standby=False) is False  # unchanged: nothing rewritten, no reload needed
+    assert n1.write_config({**PARAMS, "shared_buffers": "24MB"}, HBA, standby=False) is True
     n1.reload()
     wait_for(lambda: "shared_buffers" in n1.probe().pending_restart, timeout=10, what="pending_restart")
     assert n1.probe().pending_restart["shared_buffers"] == {"old_value": "16MB", "new_value": "24MB"}
