@@ -38,6 +38,9 @@ def _run(invoke: Any) -> int:
         err(f"Error: {exc.message}")
         return exc.exit_code
     except typer.TyperException as exc:  # click usage errors: bad option, missing argument, bad choice
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `hactl` or `hactl demo` alone: the help, as asked for
+            sys.stdout.write(exc.format_message() + "\n")
+            return ExitCode.OK
         hint = ""
         ctx = getattr(exc, "ctx", None)
         if ctx is not None:

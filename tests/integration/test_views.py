@@ -487,3 +487,32 @@ def test_kept_alive_connection_survives_an_etcd_restart(namespace) -> None:
         g.close()
     finally:
         server.cleanup()
+
+
+def test_watch_on_a_terminal_redraws_in_place_and_ctrl_c_exits_0(cluster) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PATRONI", "NO_COLOR"))}
+    env["TERM"] = "xterm"
+    child = pexpect.spawn(sys.executable, ["-m", "ctl", "-c", cluster, "list", "-w", "0.3"], cwd=REPO, env=env,
+                          encoding="utf-8", timeout=15, dimensions=(40, 200))
+    try:
+        child.expect("Cluster: demo")
+        child.expect("Sync Standby")
+        time.sleep(1.2)  # a few redraws
+        child.sendintr()
+        child.expect(pexpect.EOF)
+        child.close()
+        seen = child.before or ""
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+    assert child.exitstatus == 0, seen
+    assert "Traceback" not in seen
+    assert "\x1b[" in seen  # colour and cursor control on a terminal
+
+    env["NO_COLOR"] = "1"
+    plain = pexpect.spawn(sys.executable, ["-m", "ctl", "-c", cluster, "list"], cwd=REPO, env=env,
+                          encoding="utf-8", timeout=15, dimensions=(40, 200))
+    plain.expect(pexpect.EOF)
+    plain.close()
+    assert plain.exitstatus == 0 and "Sync Standby" in plain.before and "\x1b[" not in plain.before

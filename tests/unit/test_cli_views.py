@@ -237,3 +237,40 @@ def test_help_lists_the_views() -> None:
     assert r.exit_code == 0
     for name in ("list", "topology", "history", "show-config", "dsn", "version"):
         assert name in r.stdout
+
+
+def test_no_arguments_prints_help_and_exits_0() -> None:
+    r = CliRunner().invoke(app, [])
+    assert r.exit_code == 0 and r.stdout.startswith("Usage: hactl [OPTIONS] COMMAND") and r.stderr == ""
+
+
+def test_colour_only_on_a_terminal_without_no_color(monkeypatch) -> None:
+    from ctl.cli.context import color_enabled
+
+    class Tty:
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    assert color_enabled(Tty()) is True
+    monkeypatch.setenv("NO_COLOR", "")
+    assert color_enabled(Tty()) is False
+    monkeypatch.delenv("NO_COLOR")
+    monkeypatch.setenv("TERM", "dumb")
+    assert color_enabled(Tty()) is False
+    monkeypatch.setenv("TERM", "xterm")
+    import io
+
+    assert color_enabled(io.StringIO()) is False
+
+
+def test_unexpected_exceptions_are_one_line_errors(monkeypatch) -> None:
+    class Broken(FakeDcs):
+        def get_cluster(self, namespace: str, scope: str) -> Cluster:
+            raise ZeroDivisionError("boom")
+
+    monkeypatch.delenv("HACTL_DEBUG", raising=False)
+    r = run(["list"], Broken({}))
+    assert r.exit_code == 1
+    assert r.stderr == "Error: internal error: ZeroDivisionError: boom (set HACTL_DEBUG=1 for a traceback)\n"
