@@ -30,7 +30,7 @@ SELECT pg_is_in_recovery() AS in_recovery,
             (flushed_lsn - '0/0'::pg_lsn)::bigint AS flushed_lsn
      FROM pg_stat_wal_receiver) w) AS wal_receiver,
   (SELECT coalesce(json_agg(r ORDER BY r.application_name), '[]'::json) FROM (
-     SELECT usename, application_name, client_addr::text AS client_addr, state, sync_state, sync_priority,
+     SELECT usename, application_name, host(client_addr) AS client_addr, state, sync_state, sync_priority,
             (sent_lsn - '0/0'::pg_lsn)::bigint AS sent_lsn, (write_lsn - '0/0'::pg_lsn)::bigint AS write_lsn,
             (flush_lsn - '0/0'::pg_lsn)::bigint AS flush_lsn, (replay_lsn - '0/0'::pg_lsn)::bigint AS replay_lsn
      FROM pg_stat_replication) r) AS replication,

@@ -165,7 +165,8 @@ def test_basebackup_replica_streams_through_slot(pair):
     assert state.timeline == 1
     assert state.system_identifier == n1.system_identifier()
     primary = n1.probe()
-    assert [(r["application_name"], r["state"]) for r in primary.replication] == [("n2", "streaming")]
+    assert [(r["application_name"], r["state"], r["client_addr"], r["usename"]) for r in primary.replication] == [
+        ("n2", "streaming", "127.0.0.1", "replicator")]
     assert n1.replication_slots()["n2"]["active"] is True
 
 
