@@ -32,6 +32,7 @@ class Executor:
         self.activity: str | None = None  # member state while a long action runs ("creating replica", ...)
         self._slots: frozenset[str] | None = None
         self._last_status: tuple[int | None, tuple[str, ...]] | None = None
+        self._reason = ""
 
     # ------------------------------------------------------------------------------------------------ helpers
     @property
@@ -79,6 +80,7 @@ class Executor:
 
     # ------------------------------------------------------------------------------------------------ run
     def run(self, decision: Decision) -> bool:
+        self._reason = decision.reason
         for action in decision.actions:
             handler: Callable[[Action], bool] = getattr(self, "_" + action.kind.value)
             try:
@@ -303,6 +305,30 @@ class Executor:
         reason = fields[2].strip() if len(fields) > 2 else ""
         ts = datetime.now(timezone.utc).isoformat()
         return HistoryEntry(timeline=tl, lsn=lsn, reason=reason, timestamp=ts, new_leader=self.agent.name)
+
+    def _step_down(self, action: Action) -> bool:
+        """Switchover: a clean, checkpointed shutdown (the replicas receive all WAL), then release the lock."""
+        a = self.agent
+        log.info("switchover to %s: stopping PostgreSQL cleanly, then releasing the leader lock", action.target)
+        a.last_switchover_result = None
+        self.activity = "stopping"
+        a.pg.stop(mode="fast", checkpoint=True)
+        a.upstream = None
+        a.last_lock_renewal = None
+        if a.dcs.release_leader(a.name):
+            log.info("released leader lock for %s", action.target)
+        return True
+
+    def _clear_failover(self, action: Action) -> bool:
+        a = self.agent
+        c = a.cluster
+        if c is None or c.failover is None or c.failover.is_empty:
+            return True
+        if self._reason.startswith("switchover refused") or "requested to take over, but" in self._reason:
+            a.last_switchover_result = self._reason.split(": ", 1)[-1]
+            log.warning("%s", self._reason)
+        a.dcs.put(keys.FAILOVER, "{}", mod_revision=c.failover.mod_revision)
+        return True
 
     def _demote(self, action: Action) -> bool:
         a = self.agent

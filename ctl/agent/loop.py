@@ -20,7 +20,7 @@ from ctl.agent.peers import fetch_peers
 from ctl.agent.tasks import Task, TaskResult
 from ctl.config import Config
 from ctl.errors import CtlError
-from ctl.ha.actions import Decision
+from ctl.ha.actions import Decision, Kind
 from ctl.ha.decide import decide
 from ctl.ha.state import HaSettings, Observation, PgView
 from ctl.model import Cluster, NodeStatus
@@ -58,6 +58,7 @@ class Agent:
         self.busy: str | None = None  # the task the loop is running, for "<action> already in progress"
         self.scheduled_restart: dict[str, Any] | None = None  # published in the member key, run when due
         self.last_switchover_result: str | None = None  # why the leader refused/cleared a switchover request
+        self.quick_recheck = False
         rest = st.split_address(config.restapi.connect_address or config.restapi.listen, 8008, "restapi")
         pgaddr = st.split_address(config.postgresql.connect_address or config.postgresql.listen, 5432, "postgresql")
         self.api_url = f"{config.restapi.protocol}://{rest.host}:{rest.port}/patroni"
@@ -118,12 +119,15 @@ class Agent:
         while not self.stopping.is_set():
             self.run_once()
             timeout = self.settings.loop_wait if self.cluster is not None else 1.0
+            if self.quick_recheck:
+                timeout = min(timeout, 1.0)
             self.wake.wait(timeout)
             self.wake.clear()
         self.shutdown()
 
     def run_once(self) -> Decision:
         self._run_tasks()
+        self._run_scheduled_restart()
         obs = self.observe()
         decision = decide(obs)
         if decision.reason != self._last_reason:
@@ -131,7 +135,46 @@ class Agent:
             self._last_reason = decision.reason
         self.executor.run(decision)
         self._publish()
+        # after a change (start, promote, follow, step down ...) look again soon, so that state shows up quickly
+        routine = {Kind.NOOP, Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS}
+        self.quick_recheck = any(k not in routine for k in decision.kinds)
         return decision
+
+    def _run_scheduled_restart(self) -> None:
+        """A restart scheduled over REST (`POST /restart {"schedule": ...}`) runs here once it is due."""
+        sched = self.scheduled_restart
+        if not sched:
+            return
+        from datetime import datetime
+
+        try:
+            due = datetime.fromisoformat(str(sched["schedule"]).replace("Z", "+00:00")).timestamp()
+        except (KeyError, ValueError):
+            self.scheduled_restart = None
+            return
+        if time.time() < due:
+            return
+        self.scheduled_restart = None
+        s = self._pg_state
+        role = sched.get("role")
+        if role and role != self._role_name() and not (role == "primary" and self._role_name() == "master"):
+            log.info("scheduled restart skipped: role is %s, not %s", self._role_name(), role)
+            return
+        if sched.get("restart_pending") and not (s is not None and s.pending_restart):
+            log.info("scheduled restart skipped: no restart pending")
+            return
+        want = sched.get("postgres_version")
+        if want and s is not None and s.server_version and not _version_below(s.server_version, str(want)):
+            log.info("scheduled restart skipped: PostgreSQL is not older than %s", want)
+            return
+        log.info("running the scheduled restart")
+        self.busy = "restart"
+        try:
+            self.executor.run_task("restart", {"timeout": sched.get("timeout")})
+        except CtlError as exc:
+            log.error("scheduled restart failed: %s", exc)
+        finally:
+            self.busy = None
 
     def observe(self) -> Observation:
         now = self.clock()
@@ -151,10 +194,13 @@ class Agent:
             self._last_streaming = now
         pgv = self._pg_view(state, now)
         peers = {}
-        if (cluster is not None and cluster.leader is None and cluster.initialize and pgv.running
-                and pgv.in_recovery and not cluster.is_paused):
+        if cluster is not None and cluster.initialize and pgv.running:
             others = [m for m in cluster.members if m.name != self.name]
-            peers = fetch_peers(others, timeout=1.0)
+            pending = cluster.failover is not None and not cluster.failover.is_empty
+            electing = cluster.leader is None and pgv.in_recovery and (not cluster.is_paused or pending)
+            stepping_down = pending and cluster.leader is not None and cluster.leader.name == self.name
+            if electing or stepping_down:
+                peers = fetch_peers(others, timeout=1.0)
         return Observation(
             name=self.name,
             now=now,
@@ -163,6 +209,7 @@ class Agent:
             cluster=cluster,
             last_lock_renewal=self.last_lock_renewal,
             peers=peers,
+            wall_time=time.time(),
         )
 
     def _check_dynamic_config(self, cluster: Cluster) -> None:
@@ -236,6 +283,8 @@ class Agent:
                 data["pending_restart_reason"] = dict(s.pending_restart)
         if self.config.tags:
             data["tags"] = dict(self.config.tags)
+        if self.scheduled_restart:
+            data["scheduled_restart"] = dict(self.scheduled_restart)
         if self.cluster is not None and self.cluster.is_paused:
             data["pause"] = True
         return data
@@ -301,6 +350,7 @@ class Agent:
             or getattr(s, "system_identifier", None),
             pending_restart=bool(getattr(s, "pending_restart", None)),
             pending_restart_reason=dict(getattr(s, "pending_restart", None) or {}),
+            scheduled_restart=dict(self.scheduled_restart) if self.scheduled_restart else None,
             last_loop_time=time.time(),
             ttl=self.settings.ttl,
             maximum_lag_on_failover=self.settings.maximum_lag_on_failover,
@@ -345,3 +395,14 @@ class Agent:
 
     on_before_release: Any = None  # set by the runner: stops the REST API so peers see us as gone
 
+
+
+def _version_below(server_version: int, wanted: str) -> bool:
+    """server_version_num (150018) < a dotted version ("15.19")."""
+    parts = [int(p) for p in wanted.split(".") if p.isdigit()]
+    if not parts:
+        return False
+    major = parts[0]
+    minor = parts[1] if len(parts) > 1 else 0
+    want = major * 10000 + minor if major >= 10 else major * 10000 + minor * 100 + (parts[2] if len(parts) > 2 else 0)
+    return server_version < want

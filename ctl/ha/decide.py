@@ -63,6 +63,8 @@ def decide(obs: Observation) -> Decision:
 
     if obs.holds_lock:
         if obs.is_primary:
+            if obs.failover is not None:
+                return _leader_switchover(obs)
             return _d("renewed leader lock", act(Kind.RENEW_LOCK), act(Kind.UPDATE_STATUS), act(Kind.CREATE_SLOTS))
         return _d("holding the leader lock as a replica: promoting", act(Kind.RENEW_LOCK), act(Kind.PROMOTE),
                   act(Kind.UPDATE_STATUS), act(Kind.CREATE_SLOTS))
@@ -130,8 +132,13 @@ def _without_dcs(obs: Observation) -> Decision:
 
 
 def _paused(obs: Observation, leader: str | None) -> Decision:
+    fo = obs.failover
     if obs.holds_lock and obs.is_primary:
+        if fo is not None and fo.member:  # in maintenance mode only a switchover to a named member is allowed
+            return _leader_switchover(obs)
         return _d("paused: renewed leader lock", act(Kind.RENEW_LOCK), act(Kind.UPDATE_STATUS))
+    if leader is None and fo is not None and fo.member == obs.name and obs.pg.running and obs.pg.in_recovery:
+        return _take_over_as_candidate(obs)
     if leader is None and obs.is_primary:
         return _d("paused: acquiring leader lock for the running primary", act(Kind.ACQUIRE_LOCK))
     return _d("paused: no automatic action")
@@ -145,6 +152,8 @@ def _not_running(obs: Observation, leader: str | None) -> Decision:
                       act(Kind.RELEASE_LOCK))
         return _d("postgres is not running while holding the leader lock: starting it as primary",
                   act(Kind.RENEW_LOCK), act(Kind.START_PRIMARY))
+    if leader is None and obs.failover is not None and obs.failover.member and obs.failover.member != obs.name:
+        return _d(f"waiting for {obs.failover.member} to take over (requested switchover)")
     if leader is not None and leader != obs.name:
         if pg.was_primary:
             if obs.settings.use_pg_rewind:
@@ -158,6 +167,13 @@ def _election(obs: Observation) -> Decision:
     """The leader key is gone and this node is a running replica: take the lock only if it is the healthiest."""
     s, pg, cluster = obs.settings, obs.pg, obs.cluster
     assert cluster is not None
+    fo = obs.failover
+    if fo is not None and fo.member == obs.name:
+        return _take_over_as_candidate(obs)
+    if fo is not None and fo.member:
+        p = obs.peers.get(fo.member)
+        if p is not None and p.reachable and not p.nofailover:
+            return _d(f"no leader; {fo.member} was asked to take over: waiting for it")
     if s.nofailover:
         return _d("no leader; not eligible: tagged nofailover")
     if pg.wal_lsn is None:
@@ -180,3 +196,98 @@ def _election(obs: Observation) -> Decision:
             return _d(f"no leader; deferring to {peer.name} (same position, higher failover_priority)")
     return _d(f"no leader: acquiring leader lock as the healthiest replica (at {lsn_to_str(pg.wal_lsn)})",
               act(Kind.ACQUIRE_LOCK), act(Kind.PROMOTE), act(Kind.UPDATE_STATUS), act(Kind.CREATE_SLOTS))
+
+
+# ------------------------------------------------------------------------------------------------ switchover
+
+
+def _parse_time(text: str) -> float | None:
+    from datetime import datetime
+
+    try:
+        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if ts.tzinfo is None:
+        return None
+    return ts.timestamp()
+
+
+def _fmt_bytes(n: int) -> str:
+    return f"{n / 1048576:.1f} MB" if n >= 1048576 else f"{n} bytes"
+
+
+def candidate_problem(obs: Observation, name: str) -> str | None:
+    """Why `name` cannot take over from this (healthy) leader now, or None when it can."""
+    assert obs.cluster is not None
+    member = obs.cluster.member(name)
+    if member is None:
+        return f"{name} is not a member of the cluster"
+    if member.nofailover:
+        return f"{name} is tagged nofailover"
+    peer = obs.peers.get(name)
+    if peer is None or not peer.reachable:
+        return f"{name} does not answer on its REST API"
+    if peer.nofailover:
+        return f"{name} is tagged nofailover"
+    if peer.wal_lsn is None:
+        return f"{name} reports no WAL position"
+    lag = (obs.pg.wal_lsn or 0) - peer.wal_lsn
+    if lag > obs.settings.maximum_lag_on_failover:
+        return (f"{name} lags {_fmt_bytes(lag)} behind (maximum_lag_on_failover "
+                f"{_fmt_bytes(obs.settings.maximum_lag_on_failover)})")
+    return None
+
+
+def _leader_switchover(obs: Observation) -> Decision:
+    """This node leads and the failover key asks for a switchover: step down to a healthy candidate, or refuse."""
+    fo = obs.failover
+    assert fo is not None and obs.cluster is not None
+    keep = (act(Kind.RENEW_LOCK), act(Kind.UPDATE_STATUS), act(Kind.CREATE_SLOTS))
+    if fo.leader and fo.leader != obs.name:
+        return _d(f"switchover refused: it names {fo.leader} as the leader, not {obs.name}", *keep,
+                  act(Kind.CLEAR_FAILOVER))
+    if fo.member == obs.name:
+        return _d(f"switchover refused: {obs.name} is already the leader", *keep, act(Kind.CLEAR_FAILOVER))
+    if fo.scheduled_at:
+        at = _parse_time(fo.scheduled_at)
+        if at is None:
+            return _d(f"switchover refused: cannot parse scheduled_at {fo.scheduled_at!r}", *keep,
+                      act(Kind.CLEAR_FAILOVER))
+        if obs.wall_time < at:
+            return _d(f"renewed leader lock; switchover scheduled at {fo.scheduled_at}", *keep)
+    if fo.member:
+        problem = candidate_problem(obs, fo.member)
+        if problem:
+            return _d(f"switchover refused: {problem}", *keep, act(Kind.CLEAR_FAILOVER))
+        return _d(f"switchover to {fo.member}: stepping down", act(Kind.STEP_DOWN, fo.member))
+    problems, good = [], []
+    for m in obs.cluster.members:
+        if m.name == obs.name:
+            continue
+        problem = candidate_problem(obs, m.name)
+        if problem:
+            problems.append(problem)
+        else:
+            p = obs.peers[m.name]
+            good.append((-(p.wal_lsn or 0), -p.failover_priority, m.name))
+    if not good:
+        why = "; ".join(problems) if problems else "the cluster has no other members"
+        return _d(f"switchover refused: no good candidates ({why})", *keep, act(Kind.CLEAR_FAILOVER))
+    best = sorted(good)[0][2]
+    return _d(f"switchover: stepping down for the healthiest candidate {best}", act(Kind.STEP_DOWN, best))
+
+
+def _take_over_as_candidate(obs: Observation) -> Decision:
+    """The failover key names this node and the leader is gone: take the lock (manual failover/switchover)."""
+    fo, pg, s = obs.failover, obs.pg, obs.settings
+    assert fo is not None and obs.cluster is not None
+    if fo.leader:  # a switchover from a healthy leader: the usual lag limit applies
+        optime = obs.cluster.optime
+        if pg.wal_lsn is None:
+            return _d("requested to take over, but own WAL position is unknown", act(Kind.CLEAR_FAILOVER))
+        if optime is not None and optime - pg.wal_lsn > s.maximum_lag_on_failover:
+            return _d(f"requested to take over, but lag {optime - pg.wal_lsn} bytes exceeds "
+                      f"maximum_lag_on_failover {s.maximum_lag_on_failover}", act(Kind.CLEAR_FAILOVER))
+    return _d("taking over as the requested candidate", act(Kind.ACQUIRE_LOCK), act(Kind.PROMOTE),
+              act(Kind.CLEAR_FAILOVER), act(Kind.UPDATE_STATUS), act(Kind.CREATE_SLOTS))

@@ -64,6 +64,13 @@ class Observation:
     last_lock_renewal: float | None = None  # monotonic time of our last successful leader renewal
     peers: Mapping[str, PeerView] = field(default_factory=dict)
     shutting_down: bool = False
+    wall_time: float = 0.0  # epoch seconds, for scheduled switchovers
+
+    @property
+    def failover(self):
+        """The pending switchover/failover request, or None."""
+        fo = self.cluster.failover if self.cluster else None
+        return fo if fo is not None and not fo.is_empty else None
 
     @property
     def dcs_ok(self) -> bool:

@@ -3,6 +3,7 @@ leader cut off from etcd. One cluster for the module; every test starts from, an
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -181,6 +182,28 @@ def test_crash_of_leader_agent_and_postmaster_fails_over_and_old_leader_rejoins(
              what="new rows on the rejoined node")
     with open(cluster.nodes[old].log_path, encoding="utf-8") as f:
         assert "pg_rewind" in f.read()
+
+
+def test_switchover_requested_through_the_failover_key(cluster: AgentCluster, healthy: str):
+    old = healthy
+    candidate = sorted(set(cluster.nodes) - {old})[0]
+    cluster.sql(old, "INSERT INTO t SELECT generate_series(100, 199)")
+    with WriteProbe(cluster) as probe:
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        cluster.put_key("failover", json.dumps({"leader": old, "member": candidate}))
+        wait_for(lambda: cluster.leader() == candidate and cluster.writable(candidate), timeout=15, interval=0.05,
+                 what=f"{candidate} leading and writable")
+        took = time.monotonic() - t0
+        time.sleep(0.5)
+    probe.assert_never_two_writable()
+    assert took < 5, f"switchover took {took:.1f}s"
+    assert cluster.sql(candidate, "SELECT count(*) FROM t WHERE id BETWEEN 100 AND 199")[0][0] == 100
+    wait_for(lambda: cluster.dcs().get("failover") in (None, "{}"), timeout=10, what="the failover key cleared")
+    wait_for(lambda: cluster.member(old).get("replication_state") == "streaming", timeout=60,
+             what=f"{old} following {candidate}")
+    history = json.loads(cluster.dcs()["history"])
+    assert history[-1][4] == candidate
 
 
 def test_agent_killed_alone_fences_its_postgres(cluster: AgentCluster, healthy: str):

@@ -148,6 +148,17 @@ class AgentCluster:
             out[base64.b64decode(kv["key"]).decode()[len(prefix):]] = base64.b64decode(kv.get("value", "")).decode()
         return out
 
+    def put_key(self, key: str, value: str) -> None:
+        """Write one key under the cluster prefix (as patronictl's DCS fallback would)."""
+        import base64
+
+        full = (self.namespace.rstrip("/") + "/" + self.scope + "/" + key).encode()
+        body = json.dumps({"key": base64.b64encode(full).decode(),
+                           "value": base64.b64encode(value.encode()).decode()}).encode()
+        req = urllib.request.Request(self.etcd.url + "/v3/kv/put", data=body, method="POST")
+        with urllib.request.urlopen(req, timeout=3) as r:
+            r.read()
+
     def leader(self) -> str | None:
         try:
             return self.dcs().get("leader")

@@ -11,7 +11,7 @@ import pytest
 from ctl.ha.actions import Kind
 from ctl.ha.decide import decide, demote_after
 from ctl.ha.state import HaSettings, Observation, PeerView, PgView
-from ctl.model import Cluster, DynamicConfig, Leader, Member, Status
+from ctl.model import Cluster, DynamicConfig, Failover, Leader, Member, Status
 
 ME = "node2"
 S = HaSettings(ttl=30, loop_wait=10, retry_timeout=10, maximum_lag_on_failover=1_000_000, use_pg_rewind=True)
@@ -51,10 +51,15 @@ def cluster(leader: str | None = "node1", optime: int | None = 5_000_000, initia
 
 
 def obs(pg: PgView = REPLICA, c: Cluster | None = None, *, dcs_down: bool = False, settings: HaSettings = S,
-        peers: dict | None = None, now: float = 100.0, last_renewal: float | None = None) -> Observation:
+        peers: dict | None = None, now: float = 100.0, last_renewal: float | None = None,
+        wall: float = 0.0) -> Observation:
     return Observation(name=ME, now=now, settings=settings, pg=pg,
                        cluster=None if dcs_down else (c if c is not None else cluster()),
-                       last_lock_renewal=last_renewal, peers=peers or {})
+                       last_lock_renewal=last_renewal, peers=peers or {}, wall_time=wall)
+
+
+def fo(c: Cluster, **kw) -> Cluster:
+    return replace(c, failover=Failover(**kw))
 
 
 def peer(name: str, lsn: int | None, **kw) -> PeerView:
@@ -136,6 +141,62 @@ CASES = [
     ("clonefrom: base backup from the tagged member",
      obs(EMPTY, with_member(cluster(), "node3", tags={"clonefrom": True})), (Kind.CLONE, Kind.START_REPLICA),
      "node3 (clonefrom)"),
+    ("switchover: leader steps down for a healthy candidate",
+     obs(PRIMARY, fo(cluster(leader=ME), leader=ME, member="node3"), peers={"node3": peer("node3", 5_000_000)}),
+     (Kind.STEP_DOWN,), "stepping down"),
+    ("switchover: lagging candidate refused with the reason",
+     obs(PRIMARY, fo(cluster(leader=ME), leader=ME, member="node3"), peers={"node3": peer("node3", 1_000_000)}),
+     (Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS, Kind.CLEAR_FAILOVER), "node3 lags 3.8 MB behind"),
+    ("switchover: unreachable candidate refused",
+     obs(PRIMARY, fo(cluster(leader=ME), leader=ME, member="node3")),
+     (Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS, Kind.CLEAR_FAILOVER), "does not answer"),
+    ("switchover: nofailover candidate refused",
+     obs(PRIMARY, fo(with_member(cluster(leader=ME), "node3", tags={"nofailover": True}), leader=ME,
+                     member="node3"), peers={"node3": peer("node3", 5_000_000)}),
+     (Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS, Kind.CLEAR_FAILOVER), "tagged nofailover"),
+    ("switchover without candidate picks the most advanced replica",
+     obs(PRIMARY, fo(cluster(leader=ME), leader=ME),
+         peers={"node1": peer("node1", 4_900_000), "node3": peer("node3", 5_000_000)}),
+     (Kind.STEP_DOWN,), "healthiest candidate node3"),
+    ("switchover without any good candidate lists why",
+     obs(PRIMARY, fo(cluster(leader=ME), leader=ME),
+         peers={"node1": peer("node1", 1), "node3": peer("node3", 5_000_000, nofailover=True)}),
+     (Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS, Kind.CLEAR_FAILOVER),
+     "no good candidates (node1 lags"),
+    ("switchover naming another leader is cleared",
+     obs(PRIMARY, fo(cluster(leader=ME), leader="node1", member="node3")),
+     (Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS, Kind.CLEAR_FAILOVER), "names node1 as the leader"),
+    ("scheduled switchover waits for its time",
+     obs(PRIMARY, fo(cluster(leader=ME), leader=ME, member="node3", scheduled_at="2026-01-01T12:00:00+00:00"),
+         peers={"node3": peer("node3", 5_000_000)}, wall=1767268800 - 60),
+     (Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS), "scheduled at"),
+    ("scheduled switchover fires when due",
+     obs(PRIMARY, fo(cluster(leader=ME), leader=ME, member="node3", scheduled_at="2026-01-01T12:00:00+00:00"),
+         peers={"node3": peer("node3", 5_000_000)}, wall=1767268800 + 1),
+     (Kind.STEP_DOWN,), "stepping down"),
+    ("the requested candidate takes over",
+     obs(REPLICA, fo(cluster(leader=None), leader="node1", member=ME)),
+     (Kind.ACQUIRE_LOCK, Kind.PROMOTE, Kind.CLEAR_FAILOVER, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS),
+     "requested candidate"),
+    ("a lagging requested candidate gives up",
+     obs(replace(REPLICA, wal_lsn=1), fo(cluster(leader=None), leader="node1", member=ME)),
+     (Kind.CLEAR_FAILOVER,), "exceeds maximum_lag_on_failover"),
+    ("manual failover with the leader dead skips the lag check",
+     obs(replace(REPLICA, wal_lsn=1), fo(cluster(leader=None), member=ME)),
+     (Kind.ACQUIRE_LOCK, Kind.PROMOTE, Kind.CLEAR_FAILOVER, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS),
+     "requested candidate"),
+    ("other replicas wait for a reachable requested candidate",
+     obs(REPLICA, fo(cluster(leader=None), member="node3"), peers={"node3": peer("node3", 5_000_000)}),
+     (Kind.NOOP,), "asked to take over"),
+    ("other replicas elect when the requested candidate is gone",
+     obs(REPLICA, fo(cluster(leader=None), member="node3"), peers={"node3": PeerView("node3", reachable=False)}),
+     (Kind.ACQUIRE_LOCK, Kind.PROMOTE, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS), "healthiest"),
+    ("stepped-down leader waits for the candidate before restarting",
+     obs(replace(STOPPED, was_primary=True), fo(cluster(leader=None), leader=ME, member="node3")),
+     (Kind.NOOP,), "waiting for node3"),
+    ("paused: switchover to a named member still works",
+     obs(PRIMARY, fo(cluster(leader=ME, pause=True), leader=ME, member="node3"),
+         peers={"node3": peer("node3", 5_000_000)}), (Kind.STEP_DOWN,), "stepping down"),
     ("paused: no promotion without a leader", obs(REPLICA, cluster(leader=None, pause=True)), (Kind.NOOP,), "paused"),
     ("paused: stopped node is not started", obs(STOPPED, cluster(pause=True)), (Kind.NOOP,), "paused"),
     ("paused: leader keeps renewing", obs(PRIMARY, cluster(leader=ME, pause=True)),
