@@ -10,6 +10,7 @@ import dataclasses
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -152,6 +153,13 @@ def test_basebackup_replica_streams_through_slot(pair):
     assert n1.ensure_slots(["n2"]) == ["n2"]
     n2.basebackup(_remote(n1, REPL), slot="n2")
     n2.write_config(PARAMS, HBA, standby=True, primary_conninfo=_remote(n1, REPL), primary_slot_name="n2")
+    hactl_conf = os.path.join(n2.data_dir, "postgresql.hactl.conf")
+    st = os.stat(hactl_conf)  # it holds the replication password: private to the OS user
+    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == n2.os_user.uid
+    with open(hactl_conf, encoding="utf-8") as f:
+        text = f.read()
+    assert "application_name=n2" in text and "primary_slot_name = 'n2'" in text
+    assert os.path.exists(os.path.join(n2.data_dir, "standby.signal"))
     n2.start()
     wait_for(lambda: _streaming(n2), timeout=20, what="n2 streaming")
     assert _sql(n2, "SELECT note FROM t WHERE id = 1") == [("before",)]
