@@ -127,7 +127,9 @@ class _HttpConnection:
         raise _HttpError("no answer")  # not reached
 
     def _open(self, deadline: float) -> None:
-        sock = socket.create_connection((self.host, self.port), timeout=max(deadline - time.monotonic(), 0.001))
+        # An ASCII host as bytes skips the idna codec import (~3 ms) that getaddrinfo does for str hosts.
+        host: str | bytes = self.host.encode("ascii") if self.host.isascii() else self.host
+        sock = socket.create_connection((host, self.port), timeout=max(deadline - time.monotonic(), 0.001))
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.ssl_context is not None:
