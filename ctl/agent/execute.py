@@ -63,14 +63,14 @@ class Executor:
         parts.append("connect_timeout=5")
         return " ".join(parts)
 
-    def _write_config(self, *, standby: bool, target: str | None) -> None:
+    def write_config(self, *, standby: bool, target: str | None) -> bool:
         dynamic = self.agent.cluster.config if self.agent.cluster else None
         primary_conninfo = self.conninfo(target, replication=True) if (standby and target) else None
         leader = self.agent.cluster.leader.name if (self.agent.cluster and self.agent.cluster.leader) else None
         # only the leader keeps slots (for every member); a cascading replica streams without one
         slot = (slot_name(self.agent.name)
                 if (primary_conninfo and target == leader and st.use_slots(self.cfg, dynamic)) else None)
-        self.agent.pg.write_config(
+        return self.agent.pg.write_config(
             st.pg_parameters(self.cfg, dynamic),
             st.pg_hba(self.cfg, dynamic),
             standby=standby,
@@ -112,7 +112,7 @@ class Executor:
                 return TaskResult(False, "no data directory")
             c = a.cluster
             standby = bool(a._pg_state is not None and a._pg_state.in_recovery)
-            self._write_config(standby=standby, target=a.upstream if standby else None)
+            self.write_config(standby=standby, target=a.upstream if standby else None)
             if a.pg.is_running():
                 a.pg.reload()
             log.info("reloaded configuration on request")
@@ -143,7 +143,7 @@ class Executor:
             if a.pg.data_dir_empty():
                 options = self.cfg.bootstrap.get("initdb") or []
                 a.pg.initdb(list(options))
-            self._write_config(standby=False, target=None)
+            self.write_config(standby=False, target=None)
             a.pg.start()
             a.pg.create_users(self.cfg.postgresql.superuser, self.cfg.postgresql.replication,
                               self.cfg.postgresql.rewind)
@@ -206,7 +206,7 @@ class Executor:
 
     def _start_replica(self, action: Action) -> bool:
         a = self.agent
-        self._write_config(standby=True, target=action.target)
+        self.write_config(standby=True, target=action.target)
         self.activity = "starting"
         try:
             a.pg.start()
@@ -221,7 +221,7 @@ class Executor:
 
     def _start_primary(self, action: Action) -> bool:
         a = self.agent
-        self._write_config(standby=False, target=None)
+        self.write_config(standby=False, target=None)
         self.activity = "starting"
         try:
             a.pg.start()
@@ -340,7 +340,7 @@ class Executor:
 
     def _follow(self, action: Action) -> bool:
         a = self.agent
-        self._write_config(standby=True, target=action.target)
+        self.write_config(standby=True, target=action.target)
         a.pg.reload()
         a.upstream = action.target
         a.follow_since = a.clock()

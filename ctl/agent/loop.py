@@ -59,6 +59,9 @@ class Agent:
         self.scheduled_restart: dict[str, Any] | None = None  # published in the member key, run when due
         self.last_switchover_result: str | None = None  # why the leader refused/cleared a switchover request
         self.quick_recheck = False
+        self._applied_config_revision: int | None = None
+        self._applied_params: dict[str, Any] | None = None
+        self._applied_hba: tuple[str, ...] | None = None
         rest = st.split_address(config.restapi.connect_address or config.restapi.listen, 8008, "restapi")
         pgaddr = st.split_address(config.postgresql.connect_address or config.postgresql.listen, 5432, "postgresql")
         self.api_url = f"{config.restapi.protocol}://{rest.host}:{rest.port}/patroni"
@@ -129,6 +132,7 @@ class Agent:
         self._run_tasks()
         self._run_scheduled_restart()
         obs = self.observe()
+        self._apply_dynamic_config()
         decision = decide(obs)
         if decision.reason != self._last_reason:
             log.info("%s", decision.reason)
@@ -211,6 +215,38 @@ class Agent:
             peers=peers,
             wall_time=time.time(),
         )
+
+    def _apply_dynamic_config(self) -> None:
+        """A changed `config` key reaches PostgreSQL: rewrite the config files and reload.
+
+        Reloadable parameters and pg_hba take effect at once; postmaster-context ones show as pending restart
+        (PostgreSQL's own pg_settings.pending_restart, published in the member key with old -> new values).
+        """
+        cluster, state = self.cluster, self._pg_state
+        if cluster is None or cluster.config is None or state is None or not state.running:
+            return
+        revision = cluster.config.mod_revision
+        if revision == self._applied_config_revision:
+            return
+        params = st.pg_parameters(self.config, cluster.config)
+        hba = st.pg_hba(self.config, cluster.config)
+        if self._applied_config_revision is None:  # first look after start: files were written at start
+            self._applied_config_revision, self._applied_params, self._applied_hba = revision, params, hba
+            return
+        self._applied_config_revision = revision
+        if params == self._applied_params and hba == self._applied_hba:
+            return
+        changed = sorted(k for k in set(params) | set(self._applied_params or {})
+                         if params.get(k) != (self._applied_params or {}).get(k))
+        try:
+            standby = bool(state.in_recovery)
+            self.executor.write_config(standby=standby, target=self.upstream if standby else None)
+            self.pg.reload()
+            what = ", ".join(changed) if changed else "pg_hba"
+            log.info("dynamic config changed (%s): configuration files rewritten, PostgreSQL reloaded", what)
+            self._applied_params, self._applied_hba = params, hba
+        except CtlError as exc:
+            log.error("cannot apply the new dynamic config: %s", exc)
 
     def _check_dynamic_config(self, cluster: Cluster) -> None:
         cfg = cluster.config

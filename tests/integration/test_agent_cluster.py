@@ -206,6 +206,20 @@ def test_switchover_requested_through_the_failover_key(cluster: AgentCluster, he
     assert history[-1][4] == candidate
 
 
+def test_dynamic_config_change_reaches_every_node(cluster: AgentCluster, healthy: str):
+    config = json.loads(cluster.dcs()["config"])
+    config["postgresql"]["parameters"]["work_mem"] = "8MB"
+    config["postgresql"]["parameters"]["max_connections"] = 40
+    cluster.put_key("config", json.dumps(config))
+    for name in cluster.nodes:
+        wait_for(lambda n=name: cluster.sql(n, "SHOW work_mem")[0][0] == "8MB", timeout=10,
+                 what=f"work_mem reloaded on {name}")
+        wait_for(lambda n=name: cluster.member(n).get("pending_restart") is True, timeout=10,
+                 what=f"pending restart published by {name}")
+        reason = cluster.member(name)["pending_restart_reason"]
+        assert reason["max_connections"]["new_value"] == "40", reason
+
+
 def test_agent_killed_alone_fences_its_postgres(cluster: AgentCluster, healthy: str):
     old = healthy
     pm = cluster.postmaster_pid(old)
