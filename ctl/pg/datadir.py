@@ -214,7 +214,10 @@ class DataDir:
             self.unlink(name)
         argv = [binary(self.bin_dir, "postgres"), "--single", "-F", "-D", self.path, "-c", "archive_mode=off",
                 "template1"]
-        proc = run(argv, self.user, timeout=600, stdin_data="")
+        try:
+            proc = run(argv, self.user, timeout=600, stdin_data="")
+        finally:
+            self.write("standby.signal", "")  # this node is about to be rewound: never let it start as a primary
         state = self.controldata().get("Database cluster state", "")
         if state not in CLEAN_STATES:
             log.error("single-user crash recovery left state %r: %s", state, output_tail(proc.stdout))
