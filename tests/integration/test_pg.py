@@ -306,7 +306,9 @@ def test_fencing_postmaster_dies_with_its_agent(nodes, fenced):
         agent.wait(timeout=10)
         started = time.monotonic()
         wait_for(lambda: not pid_alive(pid), timeout=2.0, interval=0.02, what="postmaster gone after agent kill -9")
-        assert time.monotonic() - started < 2.0
+        elapsed = time.monotonic() - started
+        print(f"postmaster gone {elapsed * 1000:.0f} ms after the agent's kill -9")
+        assert elapsed < 2.0
         assert not _can_connect(fenced)
         with pytest.raises(psycopg.Error):
             held.execute("SELECT 1")
