@@ -302,6 +302,9 @@ class Postgres:
                 return
             except psycopg.Error as exc:
                 last = _first_line(exc)
+                if "Hot standby mode is disabled" in str(exc):  # hot_standby=off: a standby never lets us in
+                    log.info("PostgreSQL is up as a standby without hot_standby; not waiting for connections")
+                    return
                 if any(m in last for m in _REFUSED_FOR_GOOD):  # up, but it will never let us in: say so now
                     raise PgCommandError(
                         f"PostgreSQL (pid {self.pid}) is running but refuses the superuser over the local socket: "

@@ -246,6 +246,17 @@ def test_slots_dropped_except_kept(pair):
     assert "node_1" in n2.replication_slots()
 
 
+def test_standby_without_hot_standby_starts(pair):
+    n1, n2 = pair["n1"], pair["n2"]
+    n1.write_config({**PARAMS, "hot_standby": "off"}, HBA, standby=True, primary_conninfo=_remote(n2, REPL))
+    n1.restart(timeout=20)  # returns although the server never accepts connections
+    state = n1.probe()
+    assert state.running and not state.accepting and "not accepting connections" in (state.error or "")
+    n1.write_config(PARAMS, HBA, standby=True, primary_conninfo=_remote(n2, REPL))
+    n1.restart()
+    assert n1.probe().in_recovery is True
+
+
 def test_start_failure_reports_log_tail(nodes):
     pg = nodes.new("bad")
     pg.initdb()
