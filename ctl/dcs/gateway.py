@@ -19,7 +19,7 @@ from typing import Any
 from ctl.config import EtcdSettings
 from ctl.dcs import keys
 from ctl.dcs.codec import KeyValue, parse_cluster
-from ctl.errors import CasFailed, ConfigError, DcsError, DcsUnavailable
+from ctl.errors import CasFailed, ConfigError, DcsError, DcsUnavailable, ResultUnknown
 from ctl.model import Cluster
 
 DEFAULT_TIMEOUT = 5.0
@@ -89,6 +89,7 @@ class _HttpConnection:
         self.ssl_context = ssl_context
         self.sock: socket.socket | None = None
         self._buf = bytearray()
+        self.sent = False  # the last request reached the socket: a failure after this may have been applied
 
     def close(self) -> None:
         if self.sock is not None:
@@ -104,6 +105,7 @@ class _HttpConnection:
         head = [f"POST {path} HTTP/1.1", f"Host: {host}:{self.port}", f"Content-Length: {len(body)}"]
         head += [f"{k}: {v}" for k, v in headers.items()]
         request = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+        self.sent = False
         for attempt in range(2):
             fresh = self.sock is None
             try:
@@ -112,11 +114,13 @@ class _HttpConnection:
                 self._timeout(deadline)
                 assert self.sock is not None
                 self.sock.sendall(request)
+                self.sent = True
                 status, data, keep = self._read_response(deadline, fresh)
             except (_StaleConnection, BrokenPipeError, ConnectionResetError):
                 self.close()
                 if fresh or attempt:
                     raise
+                self.sent = False  # an idle connection the server had closed: it never read the request
                 continue
             except BaseException:
                 self.close()
@@ -286,6 +290,7 @@ class EtcdGateway:
 
         Raises:
             CasFailed: the comparison failed (someone changed the key first).
+            ResultUnknown: a compare-and-set was sent and its answer was lost (it is not sent twice).
             DcsUnavailable, DcsError: see get_prefix.
         """
         request = {"request_put": {"key": b64(key), "value": b64(value)}}
@@ -299,7 +304,7 @@ class EtcdGateway:
         """Delete `key`, only if unchanged when `mod_revision` is given. Returns the new revision.
 
         Raises:
-            CasFailed, DcsUnavailable, DcsError: see put.
+            CasFailed, ResultUnknown, DcsUnavailable, DcsError: see put.
         """
         request = {"request_delete_range": {"key": b64(key)}}
         compare = self._compare(key, mod_revision, False)
@@ -341,7 +346,7 @@ class EtcdGateway:
         return []
 
     def _txn(self, key: str, compare: list[dict[str, Any]], request: dict[str, Any]) -> int:
-        body = self._call("/kv/txn", {"compare": compare, "success": [request], "failure": []})
+        body = self._call("/kv/txn", {"compare": compare, "success": [request], "failure": []}, idempotent=False)
         if not body.get("succeeded"):  # the gateway omits false booleans
             raise CasFailed(f"{key} was changed by someone else since it was read")
         return int((body.get("header") or {}).get("revision", 0))
@@ -402,11 +407,14 @@ class EtcdGateway:
             raise _EtcdAnswer(200, None, "etcd returned no auth token")
         endpoint.token = str(token)
 
-    def _call(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def _call(self, path: str, payload: dict[str, Any], idempotent: bool = True) -> dict[str, Any]:
         """POST to the first endpoint that answers, within the overall timeout.
+
+        A non-idempotent request (a compare-and-set txn) is not sent again once it may have reached etcd.
 
         Raises:
             DcsUnavailable: no endpoint answered in time.
+            ResultUnknown: a non-idempotent request was sent and no answer came back.
             DcsError: an endpoint answered with an error.
         """
         deadline = time.monotonic() + self._timeout
@@ -430,6 +438,10 @@ class EtcdGateway:
                     raise DcsError(f"etcd at {endpoint.url} refused the request: {_describe_refusal(exc.message)}") \
                         from None
                 except (OSError, _HttpError) as exc:
+                    if not idempotent and endpoint.conn is not None and endpoint.conn.sent:
+                        raise ResultUnknown(f"etcd at {endpoint.url} did not answer a write "
+                                            f"({_describe_transport(exc)}); it may or may not have been applied") \
+                            from None
                     failures.append(f"{endpoint.url}: {_describe_transport(exc)}")
                     continue
                 self._prefer(endpoint)

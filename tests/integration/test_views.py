@@ -516,3 +516,22 @@ def test_watch_on_a_terminal_redraws_in_place_and_ctrl_c_exits_0(cluster) -> Non
     plain.expect(pexpect.EOF)
     plain.close()
     assert plain.exitstatus == 0 and "Sync Standby" in plain.before and "\x1b[" not in plain.before
+
+
+def test_a_lost_answer_to_a_cas_write_is_unknown_not_retried(etcd, namespace) -> None:
+    from ctl.errors import ResultUnknown
+
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        settings = EtcdSettings(hosts=(("127.0.0.1", hung.getsockname()[1]), ("127.0.0.1", etcd.client_port)))
+        g = EtcdGateway(settings, timeout=2)
+        start = time.monotonic()
+        with pytest.raises(ResultUnknown, match="may or may not have been applied"):
+            g.put(namespace + "k", "v", create=True)  # sent to the hung endpoint: never re-sent to the live one
+        assert time.monotonic() - start < 2.5
+        assert gateway(etcd).get_prefix(namespace)[0] == []
+        assert len(g.get_prefix(namespace)[0]) == 0  # reads are safe to retry on the next endpoint
+        g.put(namespace + "k", "v")  # an unconditional put is idempotent: retried on the live endpoint
+        g.close()
+    assert gateway(etcd).get_prefix(namespace)[0][0].value == "v"
