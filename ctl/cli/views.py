@@ -9,7 +9,8 @@ import typer
 
 from ctl import __version__, render
 from ctl.cli.context import AppState, color_enabled, err, out
-from ctl.errors import CtlError, RestError, UsageError
+from ctl.errors import CtlError, NotFound, RestError, UsageError
+from ctl.model import Cluster
 from ctl.services import cluster as svc
 
 _FORMAT_HELP = "Output format: pretty, tsv, json, yaml (or yml)"
@@ -108,7 +109,7 @@ def cmd_topology(
     _list_like(ctx.obj, cluster_names or [], "pretty", False, False, watch, w, topology=True)
 
 
-def _one_cluster(state: AppState, name: Optional[str]):  # noqa: ANN202 - returns model.Cluster
+def _one_cluster(state: AppState, name: Optional[str]) -> Cluster:
     scope = svc.cluster_names([name] if name else [], state.config.scope)[0]
     return svc.read_cluster(state.dcs, state.namespace, scope)
 
@@ -133,8 +134,6 @@ def cmd_show_config(
     fmt = _fmt(fmt, ("yaml", "yml", "json"))
     cluster = _one_cluster(ctx.obj, cluster_name)
     if cluster.config is None:
-        from ctl.errors import NotFound
-
         raise NotFound(f"cluster {cluster.scope!r} has no dynamic configuration (no config key)")
     out(render.render_config(cluster.config.data, fmt))
 
