@@ -141,7 +141,8 @@ class Agent:
         self._publish()
         # after a change (start, promote, follow, step down ...) look again soon, so that state shows up quickly
         routine = {Kind.NOOP, Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS}
-        self.quick_recheck = any(k not in routine for k in decision.kinds)
+        settling = bool(obs.pg.running and obs.pg.in_recovery and self.upstream and not obs.pg.streaming)
+        self.quick_recheck = settling or any(k not in routine for k in decision.kinds)
         return decision
 
     def _run_scheduled_restart(self) -> None:
