@@ -50,11 +50,14 @@ def _watch(frame: Callable[[], str], interval: float, live: bool) -> None:
             from rich.live import Live
             from rich.text import Text
 
-            with Live(Text.from_ansi(safe_frame()), console=Console(), auto_refresh=False,
-                      redirect_stdout=False) as display:
+            def text() -> Text:
+                # Wider than the terminal: crop rather than wrap, so the table keeps its shape while redrawn.
+                return Text.from_ansi(safe_frame(), no_wrap=True, overflow="crop")
+
+            with Live(text(), console=Console(), auto_refresh=False, redirect_stdout=False) as display:
                 while True:
                     time.sleep(interval)
-                    display.update(Text.from_ansi(safe_frame()), refresh=True)
+                    display.update(text(), refresh=True)
         else:
             while True:
                 out(safe_frame())
