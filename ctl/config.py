@@ -30,7 +30,7 @@ class EtcdSettings:
 
     @property
     def endpoints(self) -> tuple[str, ...]:
-        return tuple(f"{self.protocol}://{h}:{p}" for h, p in self.hosts)
+        return tuple(f"{self.protocol}://[{h}]:{p}" if ":" in h else f"{self.protocol}://{h}:{p}" for h, p in self.hosts)
 
 
 @dataclass(frozen=True)

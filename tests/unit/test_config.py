@@ -108,3 +108,9 @@ def test_directory_of_yaml_files_is_merged(tmp_path) -> None:
     (d / "20-override.yaml").write_text("scope: b\n")
     c = config.load(str(d), env={})
     assert c.scope == "b" and c.etcd.hosts == (("h", 1),)
+
+
+def test_ipv6_hosts_are_bracketed_in_endpoint_urls(tmp_path) -> None:
+    c = config.load(write(tmp_path, "etcd3:\n  hosts: ['[::1]:2379', 'h:2380']\n"), env={})
+    assert c.etcd.hosts == (("::1", 2379), ("h", 2380))
+    assert c.etcd.endpoints == ("http://[::1]:2379", "http://h:2380")
