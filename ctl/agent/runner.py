@@ -114,5 +114,7 @@ def _retry(config: Config) -> int:
 
 
 def _register_operations(api, agent) -> None:
-    """Unsafe endpoints (switchover, restart, ...) are added by the operations work; none yet."""
-    return None
+    """Unsafe endpoints: switchover/failover, restart, reload, reinitialize, config (ctl/agent/operations.py)."""
+    from ctl.agent.operations import register_operations
+
+    register_operations(api, agent)
