@@ -21,7 +21,7 @@ EXTENDED_COLUMNS = ("Pending restart", "Pending restart reason", "Scheduled rest
 HISTORY_COLUMNS = ("TL", "LSN", "Reason", "Timestamp", "New Leader")
 _RIGHT_ALIGNED = frozenset({"Group", "TL", "Receive LSN", "Receive Lag", "Replay LSN", "Replay Lag", "Lag", "LSN"})
 # Extra keys hactl adds to json/yaml `list` output. Patronictl's keys are untouched, so scripts keep working.
-EXTRA_KEYS = ("receive_lag_bytes", "replay_lag_bytes")
+EXTRA_KEYS = ("receive_lag_bytes", "replay_lag_bytes", "upstream")
 _LONG_REASON = 50  # patronictl hides a pending-restart reason longer than this in pretty output
 
 
@@ -85,8 +85,8 @@ def member_views(cluster: Cluster) -> list[MemberView]:
     return out
 
 
-def topology_order(views: Sequence[MemberView]) -> list[tuple[int, MemberView]]:
-    """(level, member) in tree order: replicas hang under their `replicatefrom` replica, else under the leader."""
+def topology_order(views: Sequence[MemberView]) -> list[tuple[int, MemberView, str | None]]:
+    """(level, member, upstream) in tree order: replicas hang under their `replicatefrom` replica, else the leader."""
     leader = next((v for v in views if v.role in (ClusterRole.LEADER, ClusterRole.STANDBY_LEADER)), None)
     replicas = {v.name for v in views if v is not leader}
     children: dict[str | None, list[MemberView]] = {}
@@ -97,24 +97,24 @@ def topology_order(views: Sequence[MemberView]) -> list[tuple[int, MemberView]]:
         if not (parent and parent != v.name and parent in replicas):
             parent = leader.name if leader else None
         children.setdefault(parent, []).append(v)
-    out: list[tuple[int, MemberView]] = []
+    out: list[tuple[int, MemberView, str | None]] = []
     seen: set[str] = set()
 
-    def walk(level: int, view: MemberView) -> None:
+    def walk(level: int, view: MemberView, upstream: str | None) -> None:
         if view.name in seen:
             return
         seen.add(view.name)
-        out.append((level, view))
+        out.append((level, view, upstream))
         for child in children.get(view.name, ()):
-            walk(level + 1, child)
+            walk(level + 1, child, view.name)
 
     if leader:
-        walk(0, leader)
+        walk(0, leader, None)
     for v in children.get(None, ()):
-        walk(1, v)
+        walk(1, v, None)
     for v in views:  # a replicatefrom cycle never reaches the leader; still show those members
         if v.name not in seen:
-            walk(1, v)
+            walk(1, v, v.member.replicatefrom)
     return out
 
 
@@ -175,14 +175,15 @@ def list_rows(cluster: Cluster, extended: bool = False, fmt: str = "pretty",
     append_port = any(v.port is not None and v.port != 5432 for v in with_host) or \
         len({v.host for v in with_host}) < len(with_host)
     hide_long = fmt in ("pretty", "topology")
-    ordered = topology_order(views) if topology else [(0, v) for v in views]
+    ordered = topology_order(views) if topology else [(0, v, None) for v in views]
+    tree = fmt in ("pretty", "topology")  # machine formats keep plain names and say the upstream instead
     rows = []
-    for level, v in ordered:
+    for level, v, upstream in ordered:
         m = v.member
         host = v.host or ""
         if append_port and host and v.port:
             host = f"{host}:{v.port}"
-        name = f"{'  ' * (level - 1)}+ {v.name}" if level > 0 else v.name
+        name = f"{'  ' * (level - 1)}+ {v.name}" if level > 0 and tree else v.name
         row: dict[str, Any] = {
             "Cluster": cluster.scope,
             "Member": name,
@@ -202,6 +203,8 @@ def list_rows(cluster: Cluster, extended: bool = False, fmt: str = "pretty",
         out = {c: row[c] for c in columns}
         out["receive_lag_bytes"] = v.receive_lag if v.receive_lag is not None else ""
         out["replay_lag_bytes"] = v.replay_lag if v.replay_lag is not None else ""
+        if topology:
+            out["upstream"] = upstream or ""
         rows.append(out)
     return columns, rows
 
@@ -294,12 +297,14 @@ def render_list(cluster: Cluster, fmt: str = "pretty", extended: bool = False, t
                 color: bool = False) -> str:
     """`list`/`topology` output for one cluster, in any format."""
     fmt = "yaml" if fmt == "yml" else fmt
-    columns, rows = list_rows(cluster, extended, "topology" if topology else fmt, topology)
+    columns, rows = list_rows(cluster, extended, "topology" if topology and fmt == "pretty" else fmt, topology)
     if fmt in ("json", "yaml"):
         # patronictl drops empty values from list output; the extra keys follow the same rule.
         elements = [{k: v for k, v in row.items() if str(v)} for row in rows]
         return _dump(elements, fmt)
     if fmt == "tsv":
+        if topology:
+            columns = [*columns, "upstream"]
         lines = ["\t".join(columns)]
         lines += ["\t".join(_cell(row[c], c, "tsv") for c in columns) for row in rows]
         return "\n".join(lines) + "\n"

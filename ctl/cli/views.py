@@ -104,12 +104,14 @@ def cmd_list(
 def cmd_topology(
     ctx: typer.Context,
     cluster_names: Annotated[Optional[List[str]], typer.Argument(metavar="[CLUSTER_NAME]...")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT",
+                                     help=_FORMAT_HELP + "; machine formats name each member's upstream")] = "pretty",
     w: Annotated[bool, typer.Option("-W", help="Refresh every 2 seconds until Ctrl-C")] = False,
     watch: Annotated[Optional[float], typer.Option("--watch", "-w", help="Refresh every SEC seconds",
                                                    metavar="SEC")] = None,
 ) -> None:
     """Show members as a tree: cascading replicas (replicatefrom tag) under their upstream."""
-    _list_like(ctx.obj, cluster_names or [], "pretty", False, False, watch, w, topology=True)
+    _list_like(ctx.obj, cluster_names or [], fmt, False, False, watch, w, topology=True)
 
 
 def _one_cluster(state: AppState, name: Optional[str]) -> Cluster:

@@ -229,3 +229,20 @@ def test_show_config_dsn_version() -> None:
 def test_markup_in_names_is_printed_literally() -> None:
     kvs = [KeyValue(PREFIX + "members/[bold]x", '{"conn_url": "postgres://h:5432/postgres"}')]
     assert "[bold]x" in render.render_list(parse_cluster("demo", PREFIX, kvs), color=True)
+
+
+def test_topology_machine_formats_name_the_upstream() -> None:
+    def cascade(key: str, value: str) -> str:
+        if key == "members/node3":
+            data = json.loads(value)
+            data["tags"] = {"replicatefrom": "node2"}
+            return json.dumps(data)
+        return value
+
+    c = cluster_from("dcs_layout", edit=cascade)
+    rows = json.loads(render.render_list(c, "json", topology=True))
+    assert [(r["Member"], r.get("upstream")) for r in rows] == [("node1", None), ("node2", "node1"),
+                                                                 ("node3", "node2")]
+    tsv = render.render_list(c, "tsv", topology=True).splitlines()
+    assert tsv[0].endswith("\tTags\tupstream") and tsv[3].startswith("demo\tnode3\t") and tsv[3].endswith("\tnode2")
+    assert "upstream" not in render.render_list(c, "json")  # plain list output has no tree
