@@ -535,3 +535,11 @@ def test_a_lost_answer_to_a_cas_write_is_unknown_not_retried(etcd, namespace) ->
         g.put(namespace + "k", "v")  # an unconditional put is idempotent: retried on the live endpoint
         g.close()
     assert gateway(etcd).get_prefix(namespace)[0][0].value == "v"
+
+
+def test_credentials_for_an_etcd_without_auth_are_not_an_error(etcd, namespace) -> None:
+    seed(etcd, namespace)
+    g = gateway(etcd, username="root", password="unused")
+    assert len(g.get_prefix(namespace)[0]) == 10
+    assert len(g.get_prefix(namespace)[0]) == 10  # no second authenticate round trip either
+    g.close()
