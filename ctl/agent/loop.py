@@ -1,7 +1,8 @@
 """The agent's loop: observe -> decide -> execute, once per loop_wait or at once on a DCS watch event.
 
-The loop runs in the process's main thread, which also starts the postmaster: PostgreSQL is a child of the agent
-with a parent-death signal (see ctl/pg), so a killed agent takes its PostgreSQL down with it (fencing).
+The loop runs in the process's main thread. PostgreSQL is a child of the agent with a parent-death signal (see
+ctl/pg/postmaster.py), so a killed agent takes its PostgreSQL down with it (fencing). REST handlers do not act on
+PostgreSQL themselves: they queue a Task that the loop runs between two iterations, so one thread decides and acts.
 """
 
 from __future__ import annotations
