@@ -410,8 +410,8 @@ def test_switched_over_to_another_member(client, dcs):
 
 def test_failed_over_to_another_member(client, dcs):
     dcs.script = [_promote("node2")]
-    r = client.post("/failover", json={"candidate": "node1"})
-    assert (r.status_code, r.text) == (200, 'Failed over to "node2" instead of "node1"')
+    r = client.post("/failover", json={"candidate": "node3"})
+    assert (r.status_code, r.text) == (200, 'Failed over to "node2" instead of "node3"')
 
 
 def test_switchover_failed_with_the_loops_reason(client, dcs, agent):
