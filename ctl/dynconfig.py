@@ -33,40 +33,17 @@ def patch_config(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str,
     return result
 
 
-def _int(data: Mapping[str, Any], key: str, default: int, problems: list[str]) -> int | None:
-    value = data.get(key, default)
-    if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
-        problems.append(f"{key} must be an integer, got {value!r}")
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        problems.append(f"{key} must be an integer, got {value!r}")
-        return None
-
-
-def validate_dynamic_config(new: Mapping[str, Any]) -> list[str]:
+def validate_dynamic_config(new: Mapping[str, Any], *, current: Mapping[str, Any] | None = None) -> list[str]:
     """The problems of a complete dynamic configuration, one line each; an empty list when it may be written.
 
-    Checks the timing rule (`loop_wait + 2*retry_timeout <= ttl`, integers, ttl >= 4) with Patroni's defaults
-    (30/10/10) for absent keys, and that `maximum_lag_on_failover` is a non-negative integer.
+    One validation for the agent (`PATCH /config`, `PUT /config`) and the CLI (`edit-config`), done by
+    ctl.dynconfig_schema: the timing rule (`loop_wait + 2*retry_timeout <= ttl`, integers, ttl >= 4 here) with
+    Patroni's defaults (30/10/10) for absent keys, `maximum_lag_on_failover` >= 0, the types and enumerations of
+    the known keys, unknown keys (with a suggestion), and `postgresql.parameters` against the bundled pg_settings
+    table (no network). With `current`, problems that configuration already had are not reported.
     """
-    if not isinstance(new, Mapping):
-        return ["the configuration must be a JSON object"]
-    problems: list[str] = []
-    ttl = _int(new, "ttl", 30, problems)
-    loop_wait = _int(new, "loop_wait", 10, problems)
-    retry = _int(new, "retry_timeout", 10, problems)
-    if ttl is not None and ttl < MIN_TTL:
-        problems.append(f"ttl must be >= {MIN_TTL}, got {ttl}")
-    if loop_wait is not None and loop_wait < MIN_LOOP_WAIT:
-        problems.append(f"loop_wait must be >= {MIN_LOOP_WAIT}, got {loop_wait}")
-    if retry is not None and retry < MIN_RETRY_TIMEOUT:
-        problems.append(f"retry_timeout must be >= {MIN_RETRY_TIMEOUT}, got {retry}")
-    if ttl is not None and loop_wait is not None and retry is not None and loop_wait + 2 * retry > ttl:
-        problems.append(f"loop_wait + 2*retry_timeout must be <= ttl ({loop_wait} + 2*{retry} > {ttl})")
-    if "maximum_lag_on_failover" in new:
-        lag = _int(new, "maximum_lag_on_failover", 0, problems)
-        if lag is not None and lag < 0:
-            problems.append(f"maximum_lag_on_failover must be >= 0, got {lag}")
-    return problems
+    from ctl import dynconfig_schema, pgsettings
+
+    limits = dynconfig_schema.Limits(ttl=MIN_TTL, loop_wait=MIN_LOOP_WAIT, retry_timeout=MIN_RETRY_TIMEOUT)
+    result = dynconfig_schema.validate(new, current, catalogue=pgsettings.bundled(), limits=limits)
+    return list(result.problems)
