@@ -4,12 +4,15 @@ leader cut off from etcd. One cluster for the module; every test starts from, an
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
 import threading
 import time
 
 import pytest
 
+from tests.integration.test_patronictl_compat import patronictl  # noqa: F401 - fixture
 from tests.support.agents import AgentCluster, pg_bin_dir
 from tests.support.procs import EtcdServer, require_binary, etcd_binary, wait_for
 
@@ -125,6 +128,26 @@ def test_bootstrap_one_leader_two_streaming_replicas_and_rows_replicate(cluster:
     assert cluster.rest(leader, "/leader")[0] == 200
     assert cluster.rest(replicas[0], "/leader")[0] == 503
     assert cluster.rest(replicas[0], "/replica")[0] == 200
+
+
+def test_real_patronictl_sees_the_hactl_cluster(cluster: AgentCluster, healthy: str, patronictl: str):
+    """Compatibility: Patroni's own patronictl reads the keys and REST API of hactl agents."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PATRONI", "PATRONICTL"))}
+    node1 = cluster.nodes["node1"].config_path
+    proc = subprocess.run([patronictl, "-c", node1, "list", "-f", "json"], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["Member"]: r for r in json.loads(proc.stdout)}
+    assert set(rows) == set(cluster.nodes)
+    assert rows[healthy]["Role"] == "Leader" and rows[healthy]["State"] == "running"
+    for name in set(cluster.nodes) - {healthy}:
+        assert rows[name]["Role"] == "Replica" and rows[name]["State"] == "streaming", rows[name]
+        assert rows[name]["Host"] == f"127.0.0.1:{cluster.nodes[name].pg_port}"
+    proc = subprocess.run([patronictl, "-c", node1, "version", cluster.scope], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    for name in cluster.nodes:
+        assert f"{name}: Patroni " in proc.stdout and "PostgreSQL 15" in proc.stdout
 
 
 def test_graceful_stop_of_the_leader_hands_over_within_seconds(cluster: AgentCluster, healthy: str):
