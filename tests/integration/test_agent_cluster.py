@@ -182,8 +182,6 @@ def test_crash_of_leader_agent_and_postmaster_fails_over_and_old_leader_rejoins(
         cluster.kill_agent(old, signal.SIGKILL)
         if pm:
             try:
-                import os
-
                 os.kill(pm, signal.SIGKILL)
             except ProcessLookupError:
                 pass
