@@ -126,8 +126,12 @@ class FakeAgent:
                                postmaster_start_time="2026-11-25 16:31:00.464518+00:00")
         self.submitted: list[tuple[str, dict, bool, float]] = []
         self.result = TaskResult(True, "done")
+        self.read_errors = 0  # the next n read_cluster() calls fail
 
     def read_cluster(self) -> Cluster | None:
+        if self.read_errors:
+            self.read_errors -= 1
+            raise DcsUnavailable("etcd is not reachable")
         self.cluster = self.dcs.get_cluster()
         return self.cluster
 
@@ -436,6 +440,26 @@ def test_leaderless_with_the_key_gone_is_not_yet_a_failure(client, dcs):
     assert (r.status_code, r.text) == (200, 'Successfully switched over to "node2"')
 
 
+def test_switchover_poll_survives_dcs_errors(client, dcs, agent):
+    def flaky(d: FakeDcs) -> None:
+        agent.read_errors = 3
+
+    dcs.script = [flaky, _promote("node2")]
+    r = client.post("/switchover", json={"leader": "node1", "candidate": "node2"})
+    assert (r.status_code, r.text) == (200, 'Successfully switched over to "node2"')
+
+
+def test_dcs_unreachable(client, agent):
+    agent.read_errors = 1
+    r = client.post("/switchover", json={"leader": "node1", "candidate": "node2"})
+    assert (r.status_code, r.text) == (503, "etcd is not reachable")
+    agent.read_errors = 1
+    assert client.patch("/config", json={"pause": True}).status_code == 503
+    agent.read_errors = 1
+    agent.cluster = None  # no snapshot either
+    assert client.post("/reinitialize").text == "Cluster has no leader, can not reinitialize"
+
+
 def test_switchover_status_unknown(client, dcs):
     r = client.post("/failover", json={"candidate": "node2"})
     assert (r.status_code, r.text) == (
@@ -683,6 +707,10 @@ def test_put_config(client, dcs, agent):
     assert (r.status_code, r.text) == (400, "ttl must be an integer, got 'x'")
     dcs.error = DcsUnavailable("etcd is down")
     assert client.put("/config", json={"ttl": 30}).status_code == 502
+    dcs.error = None
+    agent.read_errors = 1  # PUT does not need to read first
+    assert client.put("/config", json={"ttl": 30}).status_code == 200
+    assert dcs.value("config") == {"ttl": 30}
 
 
 # ------------------------------------------------------------------------------------------ access
