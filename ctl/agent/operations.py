@@ -400,7 +400,7 @@ class _Operations:
         old = dict(cluster.config.data)
         new = patch_config(old, request.data)
         if new != old:
-            problems = validate_dynamic_config(new)
+            problems = validate_dynamic_config(new, current=old)  # old mistakes do not block an unrelated change
             if problems:
                 return Response(400, "; ".join(problems))
             if not self.agent.dcs.put(keys.CONFIG, codec.dumps(new), mod_revision=cluster.config.mod_revision):
@@ -410,13 +410,14 @@ class _Operations:
 
     def put_config(self, request: Request) -> Response:
         new = request.data
-        problems = validate_dynamic_config(new)
-        if problems:
-            return Response(400, "; ".join(problems))
         try:
             cluster = self.agent.read_cluster()
         except CtlError:
             cluster = None
+        current = dict(cluster.config.data) if cluster is not None and cluster.config is not None else None
+        problems = validate_dynamic_config(new, current=current)
+        if problems:
+            return Response(400, "; ".join(problems))
         if not (cluster is not None and cluster.config is not None and cluster.config.mod_revision
                 and dict(cluster.config.data) == new):
             try:

@@ -684,6 +684,17 @@ def test_patch_config_invalid(client, dcs):
     assert dcs.puts == []
 
 
+def test_patch_config_existing_problems_do_not_block(client, dcs):
+    dcs.set("config", json.dumps({**CONFIG, "no_such_key": 1}))  # as in Patroni 4.1.5's captured DCS
+    r = client.patch("/config", json={"pause": True})
+    assert r.status_code == 200 and r.json()["pause"] is True
+    r = client.patch("/config", json={"postgresql": {"parameters": {"max_connections": "lots"}}})
+    assert (r.status_code, r.text) == (400, "postgresql.parameters.max_connections must be an integer, got 'lots'")
+    assert client.put("/config", json={**CONFIG, "no_such_key": 2}).status_code == 200
+    r = client.put("/config", json={**CONFIG, "other_key": 2})
+    assert (r.status_code, r.text) == (400, "unknown key other_key")
+
+
 def test_patch_config_conflict_and_missing(client, dcs):
     dcs.before_put = lambda key: dcs.set("config", json.dumps({**CONFIG, "loop_wait": 2}))
     assert client.patch("/config", json={"pause": True}).status_code == 409
