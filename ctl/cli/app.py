@@ -114,7 +114,7 @@ def _register() -> None:
     # Commands owned by other parts of hactl (agent, demo) register themselves when their module exists.
     import importlib
 
-    for name in ("ctl.cli.agent", "ctl.cli.demo"):
+    for name in ("ctl.cli.agent", "ctl.cli.demo", "ctl.cli.editconfig"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

@@ -134,10 +134,18 @@ def cmd_show_config(
     ctx: typer.Context,
     cluster_name: Annotated[Optional[str], typer.Argument()] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help="yaml (default) or json")] = "yaml",
+    effective: Annotated[Optional[str], typer.Option(
+        "--effective", metavar="MEMBER", help="The values MEMBER runs with and their layer (DCS, local file, "
+                                              "default)")] = None,
 ) -> None:
     """Show the dynamic configuration (the config key) as YAML with sorted keys."""
     fmt = _fmt(fmt, ("yaml", "yml", "json"))
     cluster = _one_cluster(ctx.obj, cluster_name)
+    if effective is not None:
+        from ctl.services import edit_config
+
+        out(render.render_effective(edit_config.effective_config(cluster, effective, ctx.obj.config), fmt))
+        return
     if cluster.config is None:
         raise NotFound(f"cluster {cluster.scope!r} has no dynamic configuration (no config key)")
     out(render.render_config(cluster.config.data, fmt))
