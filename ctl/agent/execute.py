@@ -64,7 +64,7 @@ class Executor:
         return " ".join(parts)
 
     def write_config(self, *, standby: bool, target: str | None) -> bool:
-        dynamic = self.agent.cluster.config if self.agent.cluster else None
+        dynamic = self.agent.good_config
         primary_conninfo = self.conninfo(target, replication=True) if (standby and target) else None
         leader = self.agent.cluster.leader.name if (self.agent.cluster and self.agent.cluster.leader) else None
         # only the leader keeps slots (for every member); a cascading replica streams without one
@@ -389,7 +389,7 @@ class Executor:
     def _create_slots(self, action: Action) -> bool:
         a = self.agent
         c = a.cluster
-        if c is None or not st.use_slots(self.cfg, c.config):
+        if c is None or not st.use_slots(self.cfg, a.good_config):
             return True
         wanted = frozenset(slot_name(m.name) for m in c.members if m.name != a.name)
         if wanted != self._slots:

@@ -24,7 +24,8 @@ from ctl.errors import CtlError
 from ctl.ha.actions import Decision, Kind
 from ctl.ha.decide import decide
 from ctl.ha.state import HaSettings, Observation, PgView
-from ctl.model import Cluster, NodeStatus
+from ctl.dynconfig import validate_dynamic_config
+from ctl.model import Cluster, DynamicConfig, NodeStatus
 
 log = logging.getLogger("hactl.agent")
 
@@ -49,7 +50,8 @@ class Agent:
         self._last_streaming: float | None = None
         self._last_member: dict[str, Any] | None = None
         self._lease_id: int | None = None
-        self._bad_config_logged: int | None = None
+        self._checked_config_revision: int | None = None
+        self.good_config: DynamicConfig | None = None  # the last valid `config` key
         self.last_lock_renewal: float | None = None
         self.upstream: str | None = None
         self.follow_since: float = 0.0
@@ -193,7 +195,7 @@ class Agent:
         self.cluster = cluster
         if cluster is not None:
             self._check_dynamic_config(cluster)
-            self.settings = st.ha_settings(self.config, cluster.config)
+            self.settings = st.ha_settings(self.config, self.good_config)
         state = self.pg.probe()
         self._pg_state = state
         if state.running and state.streaming:
@@ -225,13 +227,14 @@ class Agent:
         (PostgreSQL's own pg_settings.pending_restart, published in the member key with old -> new values).
         """
         cluster, state = self.cluster, self._pg_state
-        if cluster is None or cluster.config is None or state is None or not state.running:
+        good = self.good_config
+        if cluster is None or good is None or state is None or not state.running:
             return
-        revision = cluster.config.mod_revision
+        revision = good.mod_revision
         if revision == self._applied_config_revision:
             return
-        params = st.pg_parameters(self.config, cluster.config)
-        hba = st.pg_hba(self.config, cluster.config)
+        params = st.pg_parameters(self.config, good)
+        hba = st.pg_hba(self.config, good)
         if self._applied_config_revision is None:  # first look after start: files were written at start
             self._applied_config_revision, self._applied_params, self._applied_hba = revision, params, hba
             return
@@ -251,16 +254,21 @@ class Agent:
             log.error("cannot apply the new dynamic config: %s", exc)
 
     def _check_dynamic_config(self, cluster: Cluster) -> None:
+        """Adopt a new `config` key only when it is valid; a bad one is logged once and the last good one stays.
+
+        The same validation as `PATCH /config` and `edit-config` (ctl.dynconfig), so a value written by another
+        tool (Patroni's edit-config validates nothing) cannot make the agent misbehave or log on every loop.
+        """
         cfg = cluster.config
-        if cfg is None or not cfg.data:
+        if cfg is None or cfg.mod_revision == self._checked_config_revision:
             return
-        try:
-            st.check_timing(cfg.data, "config")
-            self._bad_config_logged = None
-        except CtlError as exc:
-            if self._bad_config_logged != cfg.mod_revision:  # once per bad revision, not every loop
-                log.error("ignoring invalid dynamic config (revision %s): %s", cfg.mod_revision, exc)
-                self._bad_config_logged = cfg.mod_revision
+        self._checked_config_revision = cfg.mod_revision
+        problems = validate_dynamic_config(cfg.data) if cfg.data else []
+        if problems:
+            log.error("ignoring invalid dynamic config (revision %s), keeping the last good one: %s",
+                      cfg.mod_revision, "; ".join(problems))
+            return
+        self.good_config = cfg
 
     def _pg_view(self, state: Any, now: float) -> PgView:
         empty = self.pg.data_dir_empty()

@@ -239,6 +239,22 @@ def test_dynamic_config_change_reaches_every_node(cluster: AgentCluster, healthy
                  what=f"pending restart published by {name}")
         reason = cluster.member(name)["pending_restart_reason"]
         assert reason["max_connections"]["new_value"] == "40", reason
+    # a bad value written by another tool (Patroni's edit-config validates nothing) is ignored and logged once
+    config["loop_wait"] = "abc"
+    config["postgresql"]["parameters"]["work_mem"] = "lots"
+    cluster.put_key("config", json.dumps(config))
+    time.sleep(4)
+    for name in cluster.nodes:
+        assert cluster.sql(name, "SHOW work_mem")[0][0] == "8MB"
+        with open(cluster.nodes[name].log_path, encoding="utf-8") as f:
+            assert f.read().count("ignoring invalid dynamic config") == 1
+        assert cluster.rest(name, "/liveness")[0] == 200
+    config["loop_wait"] = 1
+    config["postgresql"]["parameters"]["work_mem"] = "16MB"
+    cluster.put_key("config", json.dumps(config))
+    for name in cluster.nodes:
+        wait_for(lambda n=name: cluster.sql(n, "SHOW work_mem")[0][0] == "16MB", timeout=10,
+                 what=f"the next good config applied on {name}")
 
 
 def test_agent_killed_alone_fences_its_postgres(cluster: AgentCluster, healthy: str):
