@@ -373,7 +373,7 @@ class EtcdGateway:
                               f"{getattr(exc, 'strerror', None) or exc}") from None
         return ctx
 
-    def _post(self, endpoint: _Endpoint, path: str, payload: dict[str, Any], timeout: float,
+    def _post(self, endpoint: _Endpoint, path: str, payload: dict[str, Any], deadline: float,
               auth: bool = True) -> dict[str, Any]:
         """One HTTP POST. Transport problems raise OSError/_HttpError; etcd errors raise _EtcdAnswer."""
         data = json.dumps(payload).encode("utf-8")
@@ -382,10 +382,10 @@ class EtcdGateway:
             headers["Authorization"] = endpoint.token
         if endpoint.conn is None:
             endpoint.conn = _HttpConnection(endpoint.host, endpoint.port, self._ssl_context)
-        status, raw = endpoint.conn.post(endpoint.api + path, data, headers, time.monotonic() + timeout)
+        status, raw = endpoint.conn.post(endpoint.api + path, data, headers, deadline)
         if status == 404 and endpoint.api != _API_PREFIXES[-1]:
             endpoint.api = _API_PREFIXES[_API_PREFIXES.index(endpoint.api) + 1]
-            return self._post(endpoint, path, payload, timeout, auth)
+            return self._post(endpoint, path, payload, deadline, auth)
         try:
             body = json.loads(raw) if raw else {}
         except ValueError:
@@ -398,11 +398,11 @@ class EtcdGateway:
             raise _EtcdAnswer(status, code if isinstance(code, int) else None, message)
         return body
 
-    def _authenticate(self, endpoint: _Endpoint, timeout: float) -> None:
+    def _authenticate(self, endpoint: _Endpoint, deadline: float) -> None:
         s = self._settings
         try:
             body = self._post(endpoint, "/auth/authenticate", {"name": s.username, "password": s.password or ""},
-                              timeout, auth=False)
+                              deadline, auth=False)
         except _EtcdAnswer as exc:
             if "authentication is not enabled" in exc.message:  # credentials configured, auth off: go on without
                 endpoint.token = ""
@@ -436,7 +436,7 @@ class EtcdGateway:
                 left = n - i if round_ == 0 else 1
                 per_try = remaining if left <= 1 else max(remaining / left, min(1.0, remaining))
                 try:
-                    body = self._call_endpoint(endpoint, path, payload, per_try)
+                    body = self._call_endpoint(endpoint, path, payload, time.monotonic() + per_try)
                 except _EtcdAnswer as exc:
                     if exc.code in (_GRPC_UNAVAILABLE, _GRPC_DEADLINE) or exc.status in (502, 503, 504):
                         failures.append(f"{endpoint.url}: {exc.message}")
@@ -462,17 +462,18 @@ class EtcdGateway:
         raise DcsUnavailable(f"cannot reach etcd at {', '.join(self.endpoints)}: {reason}")
 
     def _call_endpoint(self, endpoint: _Endpoint, path: str, payload: dict[str, Any],
-                       timeout: float) -> dict[str, Any]:
+                       deadline: float) -> dict[str, Any]:
+        """Authenticate if needed, then POST; everything within `deadline` (time.monotonic())."""
         if self._settings.username and endpoint.token is None:
-            self._authenticate(endpoint, timeout)
+            self._authenticate(endpoint, deadline)
         try:
-            return self._post(endpoint, path, payload, timeout)
+            return self._post(endpoint, path, payload, deadline)
         except _EtcdAnswer as exc:
             # Tokens expire (simple tokens after 5 min) and are local to one etcd member: renew once.
             if self._settings.username and (exc.code == _GRPC_UNAUTHENTICATED or "invalid auth token" in exc.message):
                 endpoint.token = None
-                self._authenticate(endpoint, timeout)
-                return self._post(endpoint, path, payload, timeout)
+                self._authenticate(endpoint, deadline)
+                return self._post(endpoint, path, payload, deadline)
             raise
 
     def _prefer(self, endpoint: _Endpoint) -> None:

@@ -394,7 +394,7 @@ def test_cli_path_imports_no_agent_postgres_or_grpc_code(cluster) -> None:
         "try:\n    main(sys.argv[1:])\n"
         "except SystemExit as e:\n    code = e.code\n"
         f"heavy = [m for m in sys.modules if m.split('.')[0] in ('etcd3', 'grpc', 'psycopg', 'httpx') "
-        f"or m.startswith(('ctl.agent', 'ctl.pg', 'ctl.ha', 'ctl.dcs.etcd3'))]\n"
+        f"or m.split('.')[:2] in (['ctl', 'agent'], ['ctl', 'pg'], ['ctl', 'ha']) or m == 'ctl.dcs.etcd3']\n"
         "print('HEAVY', sorted(heavy), 'RICH', 'rich' in sys.modules, 'CODE', code, file=sys.stderr)\n"
     )
     for args, rich_expected in ((["list", "-f", "json"], False), (["list"], True), (["topology"], True),
