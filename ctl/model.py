@@ -104,8 +104,11 @@ class Member:
         """scheme://host:port of the member's REST API (Patroni uses only these parts of api_url)."""
         if not self.api_url:
             return None
-        parts = urlsplit(self.api_url)
-        return f"{parts.scheme}://{parts.netloc}"
+        try:
+            parts = urlsplit(self.api_url)
+        except ValueError:  # e.g. "http://[" in a hand-edited key
+            return None
+        return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else None
 
     @property
     def nofailover(self) -> bool:

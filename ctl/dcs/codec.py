@@ -46,6 +46,11 @@ def _int_or_none(value: Any) -> int | None:
         return None
 
 
+def _str_or_none(value: Any) -> str | None:
+    """A text field of a member key; anything else (a list, a number) is treated as absent."""
+    return value if isinstance(value, str) else None
+
+
 def parse_member(name: str, value: str, mod_revision: int = 0, lease: int | None = None) -> Member:
     """A `members/<name>` value: JSON, or the legacy plain `postgres://` connection URL."""
     data = _json(value)
@@ -56,15 +61,15 @@ def parse_member(name: str, value: str, mod_revision: int = 0, lease: int | None
     scheduled = data.get("scheduled_restart")
     return Member(
         name=name,
-        conn_url=data.get("conn_url"),
-        api_url=data.get("api_url"),
-        state=data.get("state"),
-        role=data.get("role"),
-        version=data.get("version"),
+        conn_url=_str_or_none(data.get("conn_url")),
+        api_url=_str_or_none(data.get("api_url")),
+        state=_str_or_none(data.get("state")),
+        role=_str_or_none(data.get("role")),
+        version=_str_or_none(data.get("version")),
         xlog_location=_int_or_none(data.get("xlog_location")),
         receive_lsn=_int_or_none(data.get("receive_lsn")),
         replay_lsn=_int_or_none(data.get("replay_lsn")),
-        replication_state=data.get("replication_state"),
+        replication_state=_str_or_none(data.get("replication_state")),
         timeline=_int_or_none(data.get("timeline")),
         tags=tags if isinstance(tags, dict) else {},
         pending_restart=bool(data.get("pending_restart", False)),

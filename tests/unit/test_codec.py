@@ -104,3 +104,11 @@ def test_cluster_role_follows_patronictl_rules() -> None:
     assert build('{"synchronous_mode": true}', other_leader)[1] == ClusterRole.SYNC_STANDBY
     assert build('{"synchronous_mode": "quorum"}', other_leader)[1] == ClusterRole.QUORUM_STANDBY
     assert build('{"synchronous_mode": false}', other_leader)[1] == ClusterRole.REPLICA
+
+
+def test_member_fields_of_the_wrong_type_are_ignored() -> None:
+    m = parse_member("x", '{"conn_url": ["a"], "api_url": 5, "state": {"s": 1}, "role": 1, "timeline": "7"}')
+    assert (m.conn_url, m.api_url, m.state, m.role, m.timeline) == (None, None, None, None, 7)
+    assert m.host is None and m.api_base is None
+    assert parse_member("y", '{"api_url": "http://["}').api_base is None
+    assert parse_member("z", '{"api_url": "http://h:8008/patroni"}').api_base == "http://h:8008"

@@ -246,3 +246,24 @@ def test_topology_machine_formats_name_the_upstream() -> None:
     tsv = render.render_list(c, "tsv", topology=True).splitlines()
     assert tsv[0].endswith("\tTags\tupstream") and tsv[3].startswith("demo\tnode3\t") and tsv[3].endswith("\tnode2")
     assert "upstream" not in render.render_list(c, "json")  # plain list output has no tree
+
+
+def test_odd_member_values_never_break_any_format() -> None:
+    import random
+
+    rng = random.Random(1234)
+    odd = [None, "", "x", 0, -1, 2**70, 1.5, True, [], {}, [1, "a"], {"k": None}, "postgres://", "::1"]
+    fields = ["conn_url", "api_url", "state", "role", "xlog_location", "receive_lsn", "replay_lsn", "timeline",
+              "replication_state", "tags", "pending_restart", "pending_restart_reason", "scheduled_restart"]
+    for _ in range(200):
+        kvs = []
+        for name in ("a", "b", "c"):
+            data = {f: rng.choice(odd) for f in rng.sample(fields, rng.randint(0, len(fields)))}
+            kvs.append(KeyValue(PREFIX + "members/" + name, json.dumps(data)))
+        kvs.append(KeyValue(PREFIX + "leader", rng.choice(["a", "b", "zz", ""])))
+        kvs.append(KeyValue(PREFIX + "status", rng.choice(['{"optime": 5}', "12", "[]", "x"])))
+        kvs.append(KeyValue(PREFIX + "failover", rng.choice(['{"scheduled_at": "nonsense"}', "a:b", "{}", "1"])))
+        c = parse_cluster("demo", PREFIX, kvs)
+        for fmt in ("pretty", "json", "yaml", "tsv"):
+            for topo in (False, True):
+                assert render.render_list(c, fmt, extended=rng.random() < 0.5, topology=topo)
