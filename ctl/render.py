@@ -431,7 +431,7 @@ def render_change_effects(change: Any) -> str:
             lines.append(f"  {p.name.ljust(width)}  {_short(p.old)} -> {_short(p.new)}  ({effect})")
         if change.restart_needed:
             lines.append(f"Pending restart after this change: {', '.join(change.restart_needed)} "
-                         f"(use 'hactl restart --pending' to apply)")
+                         f"(apply with 'hactl restart {change.scope or 'CLUSTER'} --pending')")
         for o in change.overrides:
             lines.append(f"Overridden on {o.member} by its local patroni.yml: {o.name} = {o.local_value} "
                          f"(this change does not reach it)")

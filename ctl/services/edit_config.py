@@ -183,6 +183,7 @@ class ConfigChange:
     overrides: tuple[Override, ...] = ()
     overrides_known_for: tuple[str, ...] = ()
     members: tuple[str, ...] = field(default_factory=tuple)
+    scope: str = ""
 
     @property
     def changed(self) -> bool:
@@ -231,7 +232,7 @@ def plan_change(cluster: Cluster, after: Mapping[str, Any], catalogue: pgsetting
     return ConfigChange(before=before, after=dict(after), mod_revision=config.mod_revision if config else 0,
                         diff=diff, validation=validation, catalogue_source=catalogue.source if catalogue else None,
                         parameters=params, overrides=overrides, overrides_known_for=tuple(sorted(local_parameters)),
-                        members=tuple(m.name for m in cluster.members))
+                        members=tuple(m.name for m in cluster.members), scope=cluster.scope)
 
 
 def local_parameters_of(cluster: Cluster, config: Any) -> dict[str, Mapping[str, Any]]:

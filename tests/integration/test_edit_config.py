@@ -77,7 +77,10 @@ def editor_script(tmp_path, race: bool = False) -> str:
         path = sys.argv[1]
         text = open(path).read().replace("loop_wait: 10", "loop_wait: " + os.environ.get("NEW_LOOP_WAIT", "5"))
         open(path, "w").write(text)
-        if {race!r}:
+        once = os.environ.get("RACE_ONCE")  # with it, race only the first time the editor opens
+        if {race!r} and not (once and os.path.exists(once)):
+            if once:
+                open(once, "w").close()
             sys.path.insert(0, {REPO!r})
             from ctl.config import EtcdSettings
             from ctl.dcs.gateway import EtcdGateway
@@ -237,6 +240,28 @@ def test_interactive_invalid_edit_offers_to_reopen(cluster, etcd, namespace, tmp
     child.close()
     assert child.exitstatus == ExitCode.ABORTED
     assert raw_config(etcd, namespace) == before
+
+
+def test_interactive_conflict_reopens_the_editor_on_the_current_config(cluster, etcd, namespace, tmp_path) -> None:
+    key = keys.key(namespace, "demo", keys.CONFIG)
+    theirs = json.dumps({**stored(etcd, namespace), "ttl": 40})
+    once = str(tmp_path / "raced")
+    child = _spawn(cluster, tmp_path, {"EDITOR": editor_script(tmp_path, race=True), "RACE_KEY": key,
+                                       "RACE_VALUE": theirs, "RACE_PORT": str(etcd.client_port),
+                                       "RACE_ONCE": once})
+    child.expect(r"Apply these changes\? \[y/N\]: ")
+    child.sendline("y")
+    child.expect("the configuration changed underneath")
+    child.expect(r"Re-open the editor on the current configuration\? \[y/N\]: ")
+    child.sendline("y")
+    child.expect(r"Apply these changes\? \[y/N\]: ")
+    child.sendline("y")
+    child.expect("Configuration changed")
+    child.expect(pexpect_eof())
+    child.close()
+    assert child.exitstatus == 0
+    data = stored(etcd, namespace)
+    assert data["ttl"] == 40 and data["loop_wait"] == 5  # their change kept, ours made on top of it
 
 
 def pexpect_eof():
