@@ -138,6 +138,8 @@ TOP_LEVEL: dict[str, Callable[[Any, str], str | None]] = {
     "postgresql": _mapping,
     "standby_cluster": _mapping,
     "slots": _mapping,
+    "permanent_slots": _mapping,  # older spellings of `slots` Patroni still reads
+    "permanent_replication_slots": _mapping,
     "ignore_slots": _list,
 }
 

@@ -125,7 +125,15 @@ def cmd_edit_config(
             after = ec.apply_edits(before, edits)
         else:
             edited_text = run_editor(edited_text if edited_text is not None else ec.dump(before), scope)
-            after = ec.load_yaml_mapping(edited_text, "the edited configuration")
+            try:
+                after = ec.load_yaml_mapping(edited_text, "the edited configuration")
+            except UsageError as exc:
+                if not interactive or force:
+                    raise
+                err(f"Error: {exc.message}")
+                if _ask("Re-open the editor?"):
+                    continue
+                raise Aborted("aborted; nothing written") from None
         catalogue = None if no_validate else ec.load_catalogue(cluster, state.config, state.timeout)
         change = ec.plan_change(cluster, after, catalogue, ec.local_parameters_of(cluster, state.config),
                                 check=not no_validate)

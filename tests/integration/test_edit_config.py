@@ -230,10 +230,12 @@ def test_interactive_editor_declined(cluster, etcd, namespace, tmp_path) -> None
     assert raw_config(etcd, namespace) == before
 
 
-def test_interactive_invalid_edit_offers_to_reopen(cluster, etcd, namespace, tmp_path) -> None:
+@pytest.mark.parametrize(("value", "message"), [("abc", "loop_wait must be an integer, got 'abc'"),
+                                              ("[", "malformed YAML in the edited configuration")])
+def test_interactive_invalid_edit_offers_to_reopen(cluster, etcd, namespace, tmp_path, value, message) -> None:
     before = raw_config(etcd, namespace)
-    child = _spawn(cluster, tmp_path, {"NEW_LOOP_WAIT": "abc"})
-    child.expect("loop_wait must be an integer, got 'abc'")
+    child = _spawn(cluster, tmp_path, {"NEW_LOOP_WAIT": value})
+    child.expect(message)
     child.expect(r"Re-open the editor\? \[y/N\]: ")
     child.sendline("n")
     child.expect(pexpect_eof())
