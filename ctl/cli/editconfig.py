@@ -1,22 +1,19 @@
-"""edit-config: change the cluster's dynamic configuration safely (validated, shown as a diff, compare-and-set)."""
+"""edit-config: change the cluster's dynamic configuration safely (validated, shown as a diff, compare-and-set).
+
+The service, the validation tables and the subprocess machinery are imported inside the command: every other
+hactl command imports this module at start-up and should not pay for them.
+"""
 
 from __future__ import annotations
 
 import os
-import shlex
-import shutil
-import subprocess
 import sys
-import tempfile
 from typing import Annotated, List, Optional
 
 import typer
 
-from ctl import render
 from ctl.cli.context import AppState, color_enabled, err, out
 from ctl.errors import Aborted, CasFailed, NotFound, OperationFailed, Refused, UsageError
-from ctl.services import cluster as svc
-from ctl.services import edit_config as ec
 
 
 def _stdin_is_tty() -> bool:
@@ -32,6 +29,9 @@ def editor_command(env: dict[str, str]) -> list[str]:
     Raises:
         OperationFailed: none of them is available.
     """
+    import shlex
+    import shutil
+
     for var in ("VISUAL", "EDITOR"):
         if env.get(var, "").strip():
             return shlex.split(env[var])
@@ -48,6 +48,9 @@ def run_editor(text: str, scope: str) -> str:
     Raises:
         OperationFailed: the editor is missing or exits non-zero (nothing is written then).
     """
+    import subprocess
+    import tempfile
+
     cmd = editor_command(dict(os.environ))
     fd, path = tempfile.mkstemp(prefix=scope.replace("/", "_") + "-config-", suffix=".yaml")
     try:
@@ -67,6 +70,8 @@ def run_editor(text: str, scope: str) -> str:
 
 
 def _read_source(value: str, what: str) -> dict:
+    from ctl.services import edit_config as ec
+
     if value == "-":
         return ec.load_yaml_mapping(sys.stdin.read(), f"{what} (stdin)")
     try:
@@ -104,6 +109,10 @@ def cmd_edit_config(
 
     Edits apply in this order: --replace, then --apply (recursive merge, null deletes), then --set, then --pg.
     """
+    from ctl import render
+    from ctl.services import cluster as svc
+    from ctl.services import edit_config as ec
+
     state: AppState = ctx.obj
     interactive = _stdin_is_tty()
     if not force and not dry_run and not interactive:
