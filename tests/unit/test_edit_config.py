@@ -288,3 +288,12 @@ def test_show_config_effective():
     r = CliRunner().invoke(app, ["show-config", "--effective", "nodeX"],
                            obj={"config": CONFIG, "dcs": FakeDcs(), "rest": None}, env={})
     assert r.exit_code == ExitCode.NOT_FOUND and "nodeX" in r.stderr
+
+
+def test_catalogue_is_the_bundled_table_without_node_credentials():
+    cluster = FakeDcs().get_cluster(NS, "demo")
+    assert ec.load_catalogue(cluster, CONFIG, 1.0).source == "bundled PostgreSQL 15 table"
+    empty = parse_cluster("demo", "/service/demo/", [], 1)  # no leader to ask
+    node = build({"scope": "demo", "name": "node1", "etcd3": {"hosts": ["h:1"]},
+                  "postgresql": {"parameters": {}}}, "n.yml")
+    assert ec.load_catalogue(empty, node, 1.0).source == "bundled PostgreSQL 15 table"
