@@ -8,6 +8,7 @@ environment are ignored (trust_env=False). httpx errors become RestError here, a
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 
 from ctl.config import Config
@@ -17,6 +18,23 @@ from ctl.model import Member
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 5.0
 _MAX_WORKERS = 16
+
+
+class RestUnreachable(RestError):
+    """No connection could be made: the request surely did not reach the member (safe to try another way)."""
+
+
+@dataclass(frozen=True)
+class RestAnswer:
+    """A member's answer to an unsafe request: Patroni answers in plain text or JSON, with meaningful codes."""
+
+    status: int
+    text: str
+    data: Any = None  # the JSON body, when there is one
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
 
 
 class RestClient:
@@ -39,6 +57,88 @@ class RestClient:
             RestError: unreachable, a non-200 answer, or not JSON.
         """
         return self._json("GET", member, "/patroni")
+
+    def get_health(self, member: Member, path: str = "/primary", timeout: float | None = None) -> int:
+        """A health check such as `GET /primary`: only the status code (200 or 503) matters.
+
+        Raises:
+            RestError: unreachable.
+        """
+        return self._request("GET", member, path, timeout=timeout).status_code
+
+    def post_switchover(self, member: Member, leader: str | None, candidate: str | None,
+                        scheduled_at: str | None = None, timeout: float | None = None) -> RestAnswer:
+        """`POST /switchover {leader, candidate, scheduled_at?}`; an immediate one answers when it is over.
+
+        Raises:
+            RestUnreachable: no connection (the request was not sent).
+            RestError: sent, but no answer (it may be in progress).
+        """
+        body: dict[str, Any] = {"leader": leader, "candidate": candidate}
+        if scheduled_at:
+            body["scheduled_at"] = scheduled_at
+        return self._answer("POST", member, "/switchover", body, timeout)
+
+    def post_failover(self, member: Member, candidate: str, leader: str | None = None,
+                      timeout: float | None = None) -> RestAnswer:
+        """`POST /failover {candidate, leader?}`.
+
+        Raises:
+            RestUnreachable, RestError: see post_switchover.
+        """
+        body: dict[str, Any] = {"candidate": candidate}
+        if leader:
+            body["leader"] = leader
+        return self._answer("POST", member, "/failover", body, timeout)
+
+    def delete_switchover(self, member: Member) -> RestAnswer:
+        """`DELETE /switchover`: drop a scheduled switchover (200, or 404 when none is scheduled).
+
+        Raises:
+            RestError: unreachable.
+        """
+        return self._answer("DELETE", member, "/switchover")
+
+    def post_restart(self, member: Member, conditions: dict[str, Any] | None = None,
+                     timeout: float | None = None) -> RestAnswer:
+        """`POST /restart {schedule?, postgres_version?, restart_pending?, timeout?, role?}`.
+
+        Raises:
+            RestError: unreachable, or no answer within `timeout`.
+        """
+        return self._answer("POST", member, "/restart", conditions or None, timeout)
+
+    def delete_restart(self, member: Member) -> RestAnswer:
+        """`DELETE /restart`: drop a scheduled restart (200, or 404 when none is scheduled).
+
+        Raises:
+            RestError: unreachable.
+        """
+        return self._answer("DELETE", member, "/restart")
+
+    def post_reload(self, member: Member) -> RestAnswer:
+        """`POST /reload` (202: the agent reloads its configuration soon).
+
+        Raises:
+            RestError: unreachable.
+        """
+        return self._answer("POST", member, "/reload")
+
+    def post_reinitialize(self, member: Member, force: bool = False, from_leader: bool = False) -> RestAnswer:
+        """`POST /reinitialize {force, from_leader}`.
+
+        Raises:
+            RestError: unreachable.
+        """
+        return self._answer("POST", member, "/reinitialize", {"force": force, "from_leader": from_leader})
+
+    def patch_config(self, member: Member, patch: dict[str, Any]) -> RestAnswer:
+        """`PATCH /config`: merge `patch` into the dynamic config (null deletes a key); 200 with the new config.
+
+        Raises:
+            RestError: unreachable.
+        """
+        return self._answer("PATCH", member, "/config", patch)
 
     # ------------------------------------------------------------------------------------------------ helpers
 
@@ -122,23 +222,43 @@ class RestClient:
         return self._client
 
     def _request(self, method: str, member: Member, path: str, *, json_body: Any = None,
-                 unsafe: bool = False) -> Any:
+                 unsafe: bool = False, timeout: float | None = None) -> Any:
         import httpx
 
         base = member.api_base
         if not base:
-            raise RestError(f"member {member.name} has no api_url in the DCS")
+            raise RestUnreachable(f"member {member.name} has no api_url in the DCS")
         kwargs: dict[str, Any] = {}
         if json_body is not None:
             kwargs["json"] = json_body
         if unsafe and self.basic_auth:
             kwargs["auth"] = httpx.BasicAuth(*self.basic_auth)
+        if timeout is not None:
+            # connecting keeps the short timeout; only the wait for the answer is longer
+            kwargs["timeout"] = httpx.Timeout(timeout, connect=min(self._timeout, timeout))
+        wait = timeout if timeout is not None else self._timeout
         try:
             return self._http().request(method, base + path, **kwargs)
+        except httpx.ConnectTimeout:
+            raise RestUnreachable(f"{base}{path}: cannot connect within {min(self._timeout, wait):g}s") from None
+        except httpx.ConnectError as exc:
+            raise RestUnreachable(f"{base}{path}: {_describe(exc)}") from None
         except httpx.TimeoutException:
-            raise RestError(f"{base}{path}: no answer within {self._timeout:g}s") from None
+            raise RestError(f"{base}{path}: no answer within {wait:g}s") from None
         except httpx.HTTPError as exc:
             raise RestError(f"{base}{path}: {_describe(exc)}") from None
+
+    def _answer(self, method: str, member: Member, path: str, body: Any = None,
+                timeout: float | None = None) -> RestAnswer:
+        resp = self._request(method, member, path, json_body=body, unsafe=True, timeout=timeout)
+        text = resp.text.strip()
+        data = None
+        if "json" in resp.headers.get("content-type", ""):
+            try:
+                data = resp.json()
+            except ValueError:
+                data = None
+        return RestAnswer(resp.status_code, text, data)
 
     def _json(self, method: str, member: Member, path: str) -> dict[str, Any]:
         resp = self._request(method, member, path)

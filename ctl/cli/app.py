@@ -111,6 +111,9 @@ def _register() -> None:
     from ctl.cli import views
 
     views.register(app)
+    from ctl.cli import operations
+
+    operations.register(app)
     # Commands owned by other parts of hactl (agent, demo) register themselves when their module exists.
     import importlib
 

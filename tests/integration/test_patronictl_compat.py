@@ -9,40 +9,21 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import yaml
 
 from ctl.dcs import keys
 from ctl.render import EXTRA_KEYS
-from tests.integration.test_views import REPO, gateway, hactl, seed, write_config
-from tests.support.procs import in_ci
+from tests.integration.test_views import gateway, hactl, seed, write_config
+from tests.support.patroni import patronictl_exe
 
 pytestmark = pytest.mark.integration
-
-PATRONI = "patroni[etcd3,psycopg3]==4.1.5"
-VENV = os.path.join(REPO, ".cache", "patroni-venv")
 
 
 @pytest.fixture(scope="module")
 def patronictl() -> str:
-    exe = os.path.join(VENV, "bin", "patronictl")
-    stamp = os.path.join(VENV, ".installed-" + PATRONI.replace("/", "_"))
-    if not os.path.exists(stamp):
-        try:
-            subprocess.run([sys.executable, "-m", "venv", "--clear", VENV], check=True, capture_output=True,
-                           timeout=120)
-            subprocess.run([os.path.join(VENV, "bin", "pip"), "install", "-q", PATRONI], check=True,
-                           capture_output=True, text=True, timeout=600)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
-            detail = getattr(exc, "stderr", None) or str(exc)
-            msg = f"cannot install {PATRONI} into {VENV}: {str(detail).strip()[-500:]}"
-            if in_ci():
-                pytest.fail(msg)
-            pytest.skip(msg)
-        open(stamp, "w").close()
-    return exe
+    return patronictl_exe()
 
 
 def run_both(patronictl: str, config: str, *args: str) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:

@@ -1,0 +1,493 @@
+"""Per-member operations (restart, reload, reinit, flush) and cluster-wide ones (pause/resume, remove).
+
+Each returns an OperationResult with one MemberOutcome per member; the command exits 0 only when every member did
+what was asked. Where an agent's answer alone does not prove the change (a restart, a reinit, pause), the result is
+checked: a new postmaster start time, the member running again, the pause flag in etcd.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Sequence
+
+from ctl.dcs import codec, keys
+from ctl.errors import CasFailed, NotFound, Refused, RestError, UsageError
+from ctl.model import Cluster, Member, MemberRole
+from ctl.services.operations import (Dcs, MemberOutcome, OperationResult, Progress, _fresh, _quiet, roles_of)
+
+ROLES = ("leader", "primary", "standby-leader", "replica", "standby", "any")
+
+
+def _is_leader(cluster: Cluster, m: Member) -> bool:
+    return cluster.leader is not None and cluster.leader.name == m.name
+
+
+def _role_matches(cluster: Cluster, m: Member, role: str) -> bool:
+    if role == "any":
+        return True
+    leader = _is_leader(cluster, m)
+    if role == "leader":
+        return leader
+    if role == "primary":
+        return leader and m.role in (MemberRole.PRIMARY, MemberRole.MASTER) and not (
+            cluster.config is not None and cluster.config.is_standby_cluster)
+    if role == "standby-leader":
+        return leader and (m.role == MemberRole.STANDBY_LEADER or bool(cluster.config and
+                                                                       cluster.config.is_standby_cluster))
+    return not leader  # replica / standby
+
+
+def select_members(cluster: Cluster, names: Sequence[str], role: str = "any") -> list[Member]:
+    """Members with the role, limited to `names` when given; patronictl's errors.
+
+    Raises:
+        UsageError: unknown role.
+        NotFound: an empty cluster, a name that is not a member, nobody with the role among the names.
+    """
+    role = (role or "any").lower()
+    if role not in ROLES:
+        raise UsageError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+    if not cluster.members:
+        raise NotFound(f"{cluster.scope} cluster doesn't have any members")
+    for name in names:
+        if cluster.member(name) is None:
+            raise NotFound(f"{name} is not a member of cluster {cluster.scope}")
+    picked = [m for m in cluster.members if _role_matches(cluster, m, role) and (not names or m.name in names)]
+    if not picked:
+        raise NotFound(f"No {role} among provided members" if names else f"No {role} in cluster {cluster.scope}")
+    return picked
+
+
+def _summary(result: OperationResult, verb: str) -> OperationResult:
+    """The overall outcome from the members': the worst one wins (failed > unreachable > refused > timeout)."""
+    bad = [m for m in result.members if m.outcome not in ("succeeded", "scheduled", "accepted", "nothing to do")]
+    if not result.members:
+        result.outcome, result.message = "nothing to do", f"no member to {verb}"
+        return result
+    if not bad:
+        outcomes = {m.outcome for m in result.members}
+        result.outcome = outcomes.pop() if len(outcomes) == 1 else "succeeded"
+        result.message = f"{verb}: {len(result.members)} of {len(result.members)} members ok"
+        return result
+    for outcome in ("failed", "unknown", "unreachable", "timeout", "refused"):
+        if any(m.outcome == outcome for m in bad):
+            result.outcome = outcome
+            break
+    result.message = f"{verb} did not succeed on {len(bad)} of {len(result.members)} members: " + "; ".join(
+        f"{m.member}: {m.message}" for m in bad)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- restart
+
+
+@dataclass(frozen=True)
+class RestartPlan:
+    scope: str
+    members: tuple[str, ...]
+    conditions: dict[str, Any]  # the POST /restart body
+    scheduled_at: datetime | None
+    flush_scheduled: bool  # --force with a schedule: DELETE /restart first where one is scheduled
+
+    def requested(self, role: str) -> dict[str, Any]:
+        return {"cluster": self.scope, "members": list(self.members), "role": role, "conditions": self.conditions}
+
+
+def plan_restart(cluster: Cluster, names: Sequence[str], role: str = "any", *, any_member: bool = False,
+                 pending: bool = False, pg_version: str | None = None, scheduled_at: datetime | None = None,
+                 timeout: int | None = None, force: bool = False,
+                 pick: Callable[[Sequence[Member]], Member] = random.choice) -> RestartPlan:
+    """Which members to restart and the request body, as patronictl builds them.
+
+    Raises:
+        UsageError, NotFound: see select_members; a bad --pg-version or --timeout.
+        Refused: a schedule while paused; --pending and nobody needs a restart.
+    """
+    members = select_members(cluster, names, role)
+    if scheduled_at is not None and cluster.is_paused:
+        raise Refused("Can't schedule restart in the paused state")
+    if pending and scheduled_at is None:
+        members = [m for m in members if m.pending_restart]
+    if any_member and members:
+        members = [pick(members)]
+    body: dict[str, Any] = {}
+    if pending:
+        body["restart_pending"] = True
+    if pg_version:
+        _check_version(pg_version)
+        body["postgres_version"] = pg_version
+    if scheduled_at is not None:
+        body["schedule"] = scheduled_at.isoformat()
+    if timeout is not None:
+        if timeout <= 0:
+            raise UsageError("--timeout must be a positive number of seconds")
+        body["timeout"] = str(timeout)
+    return RestartPlan(cluster.scope, tuple(m.name for m in members), body, scheduled_at,
+                       flush_scheduled=force and scheduled_at is not None)
+
+
+def _check_version(text: str) -> None:
+    parts = text.split(".")
+    if not (2 <= len(parts) <= 3 and all(p.isdigit() for p in parts)) or (len(parts) == 2 and int(parts[0]) < 10):
+        raise UsageError(f"Invalid PostgreSQL version: {text} (X.Y or X.Y.Z, e.g. 15.4 or 9.6.24)")
+
+
+def execute_restart(plan: RestartPlan, cluster: Cluster, rest: Any, dcs: Dcs, namespace: str, *, role: str = "any",
+                    progress: Progress = _quiet, clock: Callable[[], float] = time.monotonic,
+                    sleep: Callable[[float], None] = time.sleep) -> OperationResult:
+    """POST /restart to each member in turn; a 200 counts only when GET /patroni then shows a new postmaster."""
+    result = OperationResult("restart", plan.requested(role))
+    start = clock()
+    # an agent publishes its status once per HA loop: give the new start time two loops to show
+    settle = 2.0 * (cluster.config.loop_wait if cluster.config else 10) + 3.0
+    wait = float(plan.conditions.get("timeout") or 300) + 30
+    for name in plan.members:
+        m = cluster.member(name)
+        assert m is not None
+        t0 = clock()
+        try:
+            before = _start_time(rest, m)
+            if plan.flush_scheduled and m.scheduled_restart:
+                rest.delete_restart(m)
+            answer = rest.post_restart(m, plan.conditions, timeout=wait)
+        except RestError as exc:
+            out = MemberOutcome(name, "unreachable", str(exc))
+        else:
+            if answer.status == 202:
+                out = MemberOutcome(name, "scheduled", f"restart scheduled on member {name}", answer.status)
+            elif answer.status == 200:
+                after = _new_start_time(rest, m, before, settle, clock, sleep)
+                if before is not None and after == before:
+                    out = MemberOutcome(name, "failed", f"the agent said {answer.text!r} but the postmaster start "
+                                                        f"time did not change", answer.status)
+                else:
+                    out = MemberOutcome(name, "succeeded", f"restart on member {name}", answer.status)
+            elif answer.status == 409:
+                out = MemberOutcome(name, "refused", f"another restart is already scheduled on member {name}",
+                                    answer.status)
+            elif answer.status in (400, 401, 403, 412, 422, 500) or "conditions are not satisfied" in answer.text:
+                out = MemberOutcome(name, "refused", f"{answer.text} (HTTP {answer.status})", answer.status)
+            else:
+                out = MemberOutcome(name, "failed", f"{answer.text} (HTTP {answer.status})", answer.status)
+        out.seconds = round(clock() - t0, 3)
+        result.members.append(out)
+        progress(_member_line("restart", out))
+    result.timings["total"] = clock() - start
+    result.cluster = _fresh(dcs, namespace, plan.scope)
+    result.final_roles = roles_of(result.cluster)
+    return _summary(result, "restart")
+
+
+def _start_time(rest: Any, m: Member, retries: int = 1) -> str | None:
+    for attempt in range(retries):
+        try:
+            value = rest.get_patroni(m).get("postmaster_start_time")
+            return str(value) if value else None
+        except RestError:
+            if attempt == retries - 1:
+                return None
+            time.sleep(0.5)
+    return None
+
+
+def _new_start_time(rest: Any, m: Member, before: str | None, settle: float, clock: Callable[[], float],
+                    sleep: Callable[[float], None]) -> str | None:
+    """GET /patroni until the postmaster start time differs from `before` and PostgreSQL runs, or `settle` s pass."""
+    deadline = clock() + settle
+    after = None
+    while True:
+        try:
+            status = rest.get_patroni(m)
+            after = str(status.get("postmaster_start_time")) if status.get("postmaster_start_time") else None
+            if after != before and status.get("state") == "running":
+                return after
+        except RestError:
+            pass
+        if clock() >= deadline:
+            return after
+        sleep(0.25)
+
+
+def _member_line(verb: str, out: MemberOutcome) -> str:
+    if out.outcome in ("succeeded", "scheduled", "accepted"):
+        return f"Success: {out.message}"
+    if out.outcome == "nothing to do":
+        return out.message
+    return f"Failed: {verb} for member {out.member}: {out.message}"
+
+
+# ----------------------------------------------------------------------------------------------- reload
+
+
+def execute_reload(cluster: Cluster, names: Sequence[str], rest: Any, *, progress: Progress = _quiet,
+                   clock: Callable[[], float] = time.monotonic) -> OperationResult:
+    """POST /reload to each member (202: queued, 200: nothing to apply)."""
+    result = OperationResult("reload", {"cluster": cluster.scope, "members": list(names)})
+    start = clock()
+    loop_wait = cluster.config.loop_wait if cluster.config else 10
+    for name in names:
+        m = cluster.member(name)
+        assert m is not None
+        try:
+            answer = rest.post_reload(m)
+        except RestError as exc:
+            out = MemberOutcome(name, "unreachable", str(exc))
+        else:
+            if answer.status == 200:
+                out = MemberOutcome(name, "nothing to do", f"No changes to apply on member {name}", 200)
+            elif answer.status == 202:
+                out = MemberOutcome(name, "accepted", f"Reload request received for member {name} and will be "
+                                                      f"processed within {loop_wait} seconds", 202)
+            else:
+                kind = "refused" if 400 <= answer.status < 500 else "failed"
+                out = MemberOutcome(name, kind, f"{answer.text} (HTTP {answer.status})", answer.status)
+        result.members.append(out)
+        progress(out.message if out.outcome in ("accepted", "nothing to do") else _member_line("reload", out))
+    result.timings["total"] = clock() - start
+    return _summary(result, "reload")
+
+
+# ----------------------------------------------------------------------------------------------- reinit
+
+
+def reinit_candidates(cluster: Cluster) -> list[str]:
+    return [m.name for m in select_members(cluster, [], "replica")] if cluster.members else []
+
+
+def execute_reinit(cluster: Cluster, names: Sequence[str], rest: Any, *, force: bool, from_leader: bool,
+                   wait: bool, timeout: float, confirm_cancel: Callable[[str], bool] = lambda _: False,
+                   progress: Progress = _quiet, clock: Callable[[], float] = time.monotonic,
+                   sleep: Callable[[float], None] = time.sleep) -> OperationResult:
+    """POST /reinitialize to each replica; with `wait`, until each runs again on a new postmaster."""
+    result = OperationResult("reinit", {"cluster": cluster.scope, "members": list(names), "force": force,
+                                        "from_leader": from_leader, "wait": wait})
+    start = clock()
+    started: dict[str, tuple[Member, str | None, float]] = {}
+    for name in names:
+        m = cluster.member(name)
+        assert m is not None
+        if _is_leader(cluster, m):
+            out = MemberOutcome(name, "refused", f"{name} is the leader; only replicas can be reinitialized")
+            result.members.append(out)
+            progress(_member_line("reinitialize", out))
+            continue
+        try:
+            before = _start_time(rest, m)
+            answer = rest.post_reinitialize(m, force=force, from_leader=from_leader)
+            if answer.status == 503 and answer.text.endswith(" already in progress") and not force \
+                    and confirm_cancel(answer.text):
+                answer = rest.post_reinitialize(m, force=True, from_leader=from_leader)
+        except RestError as exc:
+            out = MemberOutcome(name, "unreachable", str(exc))
+        else:
+            if answer.status == 200:
+                out = MemberOutcome(name, "accepted", f"reinitialize for member {name}", 200)
+                started[name] = (m, before, clock())
+            else:
+                kind = "refused" if answer.status in (400, 401, 403, 503) else "failed"
+                out = MemberOutcome(name, kind, f"{answer.text} (HTTP {answer.status})", answer.status)
+        result.members.append(out)
+        progress(_member_line("reinitialize", out))
+    if wait and started:
+        progress("Waiting for reinitialize to complete on: " + ", ".join(started))
+        deadline = clock() + timeout
+        pending = dict(started)
+        while pending:
+            for name, (m, before, t0) in list(pending.items()):
+                try:
+                    status = rest.get_patroni(m)
+                except RestError:
+                    continue
+                state = str(status.get("state") or "")
+                new_start = status.get("postmaster_start_time")
+                out = next(o for o in result.members if o.member == name)
+                if state.endswith("failed"):
+                    out.outcome, out.message = "failed", f"reinitialize failed on {name}: state {state!r}"
+                    pending.pop(name)
+                elif state == "running" and (before is None or str(new_start) != before):
+                    out.outcome, out.message = "succeeded", f"reinitialize is completed on {name}"
+                    out.seconds = round(clock() - t0, 3)
+                    pending.pop(name)
+                    progress(f"Reinitialize is completed on: {name}")
+            if not pending or clock() >= deadline:
+                break
+            sleep(1.0)
+        for name in pending:
+            out = next(o for o in result.members if o.member == name)
+            out.outcome, out.message = "timeout", f"{name} is not running on a new data directory after {timeout:g}s"
+    result.timings["total"] = clock() - start
+    return _summary(result, "reinitialize")
+
+
+# ----------------------------------------------------------------------------------------------- pause/resume
+
+
+def _leader_first(cluster: Cluster) -> list[Member]:
+    leader = cluster.leader_member
+    rest = [m for m in cluster.members if m.api_url and m is not leader]
+    return ([leader] if leader is not None and leader.api_url else []) + rest
+
+
+def execute_pause(cluster: Cluster, rest: Any, dcs: Dcs, namespace: str, *, pause: bool, wait: bool,
+                  timeout: float, progress: Progress = _quiet, clock: Callable[[], float] = time.monotonic,
+                  sleep: Callable[[float], None] = time.sleep) -> OperationResult:
+    """PATCH /config {"pause": true|null} on the leader, else another member; then check the config key in etcd
+    and, with `wait`, every member key.
+
+    Raises:
+        Refused: already in the requested state.
+    """
+    word = "pause" if pause else "resume"
+    if cluster.is_paused == pause:
+        raise Refused("Cluster is already paused" if pause else "Cluster is not paused")
+    result = OperationResult(word, {"cluster": cluster.scope, "wait": wait})
+    start = clock()
+    answer = None
+    for m in _leader_first(cluster):
+        try:
+            answer = rest.patch_config(m, {"pause": True if pause else None})
+        except RestError as exc:
+            result.notes.append(f"Member {m.name} is not accessible: {exc}")
+            progress(f"Warning: {result.notes[-1]}")
+            continue
+        result.requested["via"] = m.name
+        break
+    if answer is None:
+        result.outcome, result.message = "unreachable", "Can not find accessible cluster member"
+        return result
+    if answer.status != 200:
+        result.outcome = "refused" if answer.status in (400, 401, 403, 409, 412) else "failed"
+        result.message = f"{word} cluster management: HTTP {answer.status}, ({answer.text})"
+        return result
+    fresh = _fresh(dcs, namespace, cluster.scope)
+    if fresh is None or fresh.is_paused != pause:
+        result.outcome = "unknown" if fresh is None else "failed"
+        result.message = f"the agent answered 200 but the config key in etcd does not say pause: {pause}"
+        return result
+    result.timings["config"] = clock() - start
+    if wait:
+        progress(f"'{word}' request sent, waiting until it is recognized by all nodes")
+        deadline = clock() + timeout
+        while True:
+            fresh = _fresh(dcs, namespace, cluster.scope)
+            lagging = [m.name for m in (fresh.members if fresh else ()) if m.pause != pause]
+            if fresh is not None and not lagging:
+                break
+            if clock() >= deadline:
+                result.outcome = "timeout"
+                result.message = (f"{len(lagging)} members didn't recognize the {word} state after {timeout:g} "
+                                  f"seconds: {', '.join(lagging)}")
+                result.timings["total"] = clock() - start
+                return result
+            sleep(0.25)
+        result.timings["recognized"] = clock() - start
+    result.outcome = "succeeded"
+    result.message = f"cluster management is {'paused' if pause else 'resumed'}"
+    result.timings["total"] = clock() - start
+    result.cluster = fresh
+    result.final_roles = roles_of(fresh)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- flush
+
+
+def execute_flush_restart(cluster: Cluster, names: Sequence[str], rest: Any, *,
+                          progress: Progress = _quiet) -> OperationResult:
+    """DELETE /restart on each member that has a scheduled restart."""
+    result = OperationResult("flush", {"cluster": cluster.scope, "target": "restart", "members": list(names)})
+    for name in names:
+        m = cluster.member(name)
+        assert m is not None
+        if not m.scheduled_restart:
+            out = MemberOutcome(name, "nothing to do", f"No scheduled restart for member {name}")
+        else:
+            try:
+                answer = rest.delete_restart(m)
+            except RestError as exc:
+                out = MemberOutcome(name, "unreachable", str(exc))
+            else:
+                if answer.status == 200:
+                    out = MemberOutcome(name, "succeeded", f"flush scheduled restart for member {name}", 200)
+                elif answer.status == 404:
+                    out = MemberOutcome(name, "nothing to do", f"No scheduled restart for member {name} "
+                                                               f"(it ran or was flushed meanwhile)", 404)
+                else:
+                    out = MemberOutcome(name, "failed", f"{answer.text} (HTTP {answer.status})", answer.status)
+        result.members.append(out)
+        progress(_member_line("flush scheduled restart", out))
+    return _summary(result, "flush restart")
+
+
+def execute_flush_switchover(cluster: Cluster, rest: Any, dcs: Dcs, namespace: str, *,
+                             progress: Progress = _quiet) -> OperationResult:
+    """DELETE /switchover on the leader, then the others; when none answers, clear the key with compare-and-set."""
+    result = OperationResult("flush", {"cluster": cluster.scope, "target": "switchover"})
+    fo = cluster.failover
+    if fo is None or not fo.scheduled_at:
+        result.outcome, result.message = "nothing to do", "No pending scheduled switchover"
+        return result
+    for m in _leader_first(cluster):
+        try:
+            answer = rest.delete_switchover(m)
+        except RestError as exc:
+            result.notes.append(f"{m.name}: {exc}")
+            continue
+        if answer.status == 200:
+            result.outcome, result.message = "succeeded", "Success: scheduled switchover deleted"
+            break
+        if answer.status == 404:
+            result.outcome, result.message = "nothing to do", "Failed: no switchover is scheduled"
+            break
+        result.notes.append(f"{m.name}: HTTP {answer.status} {answer.text}")
+    else:
+        progress(f"Could not find any accessible member of cluster {cluster.scope}: clearing the failover key "
+                 f"with compare-and-set")
+        try:
+            dcs.put(keys.key(namespace, cluster.scope, keys.FAILOVER), codec.encode_failover(None, None),
+                    mod_revision=fo.mod_revision)
+        except CasFailed:
+            result.outcome = "failed"
+            result.message = "the failover key changed since it was read; not cleared (run flush again)"
+            return result
+        result.outcome, result.message = "succeeded", "scheduled switchover deleted from etcd"
+    if result.outcome == "succeeded":
+        fresh = _fresh(dcs, namespace, cluster.scope)
+        if fresh is not None and fresh.failover is not None and fresh.failover.scheduled_at:
+            result.outcome, result.message = "failed", "the failover key still holds a scheduled switchover"
+        result.cluster = fresh
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- remove
+
+
+def execute_remove(cluster: Cluster, dcs: Any, namespace: str) -> OperationResult:
+    """Delete every key of the cluster, then check that nothing is left.
+
+    Raises:
+        DcsError, DcsUnavailable: from the gateway.
+    """
+    result = OperationResult("remove", {"cluster": cluster.scope})
+    deleted = dcs.delete_prefix(keys.cluster_prefix(namespace, cluster.scope))
+    left = _fresh(dcs, namespace, cluster.scope)
+    if left is not None and left.is_empty:
+        result.outcome, result.message = "succeeded", f"removed cluster {cluster.scope}: {deleted} keys deleted"
+    elif left is None:
+        result.outcome, result.message = "unknown", f"{deleted} keys deleted; cannot read etcd to check"
+    else:
+        # a live agent writes its member key again at once: say so rather than claim the cluster is gone
+        result.outcome = "failed"
+        result.message = (f"{deleted} keys deleted, but keys came back ({', '.join(m.name for m in left.members)}"
+                          f"): stop the agents first")
+    return result
+
+
+def check_leader_name(cluster: Cluster, given: str | None) -> None:
+    """Raises: Refused when the cluster has a leader and `given` is not its name."""
+    if cluster.leader is not None and given != cluster.leader.name:
+        raise Refused("This cluster currently is healthy: the leader name given does not match")
+
