@@ -426,7 +426,8 @@ def render_change_effects(change: Any) -> str:
         lines.append("PostgreSQL parameters changed:")
         width = max(len(p.name) for p in change.parameters)
         for p in change.parameters:
-            effect = ("restart needed: members will show pending restart" if p.needs_restart
+            effect = ("ignored: each member's agent sets it itself" if p.ignored
+                      else "restart needed: members will show pending restart" if p.needs_restart
                       else "reload" if p.needs_restart is False else "not in the catalogue: effect unknown")
             lines.append(f"  {p.name.ljust(width)}  {_short(p.old)} -> {_short(p.new)}  ({effect})")
         if change.restart_needed:

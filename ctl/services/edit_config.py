@@ -24,6 +24,9 @@ AGENT_DEFAULT_PARAMETERS: Mapping[str, Any] = {
     "wal_level": "replica", "hot_standby": "on", "max_wal_senders": 10, "max_replication_slots": 10,
     "wal_keep_size": "128MB", "wal_log_hints": "on",
 }
+# Parameters the agent never takes from the configuration (ctl/pg/conf.py OWNED_BY_HACTL; a unit test keeps them equal)
+AGENT_OWNED_PARAMETERS = ("listen_addresses", "port", "unix_socket_directories", "hba_file", "data_directory",
+                          "config_file", "primary_conninfo", "primary_slot_name", "recovery_target_timeline")
 TIMING_DEFAULTS: Mapping[str, Any] = {"ttl": 30, "loop_wait": 10, "retry_timeout": 10,
                                       "maximum_lag_on_failover": 1048576}
 
@@ -160,6 +163,7 @@ class ParamChange:
     old: Any  # None: added
     new: Any  # None: removed
     needs_restart: bool | None  # None: not in the catalogue (an extension's parameter)
+    ignored: bool = False  # the agent sets it on each member itself
 
 
 @dataclass(frozen=True)
@@ -191,7 +195,7 @@ class ConfigChange:
 
     @property
     def restart_needed(self) -> list[str]:
-        return [p.name for p in self.parameters if p.needs_restart]
+        return [p.name for p in self.parameters if p.needs_restart and not p.ignored]
 
 
 def _params(data: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -209,7 +213,8 @@ def parameter_changes(before: Mapping[str, Any], after: Mapping[str, Any],
             continue
         spec = catalogue.get(str(name)) if catalogue is not None else None
         changes.append(ParamChange(str(name), old.get(name), new.get(name),
-                                   spec.needs_restart if spec is not None else None))
+                                   spec.needs_restart if spec is not None else None,
+                                   ignored=str(name).lower() in AGENT_OWNED_PARAMETERS))
     return tuple(changes)
 
 

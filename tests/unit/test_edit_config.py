@@ -172,8 +172,17 @@ def test_effective_layers():
 
 def test_agent_defaults_copy_matches_the_agent():
     from ctl.agent.settings import DEFAULT_PARAMETERS
+    from ctl.pg.conf import OWNED_BY_HACTL
 
     assert dict(ec.AGENT_DEFAULT_PARAMETERS) == dict(DEFAULT_PARAMETERS)
+    assert set(ec.AGENT_OWNED_PARAMETERS) == set(OWNED_BY_HACTL)
+
+
+def test_parameters_the_agent_owns_are_shown_as_ignored():
+    cluster = FakeDcs().get_cluster(NS, "demo")
+    change = ec.plan_change(cluster, ec.apply_pairs(cluster.config.data, ["postgresql.parameters.port=6000"]), None)
+    assert change.restart_needed == []
+    assert "port  (unset) -> 6000  (ignored: each member's agent sets it itself)" in render.render_change_effects(change)
 
 
 # ----------------------------------------------------------------------------------------------- the command
