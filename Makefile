@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test unit integration venv deps demo demo-down bench clean
+.PHONY: test unit integration venv deps demo demo-down bench clean completions man docs
 
 test: deps
 	$(PY) -m pytest -q tests
@@ -32,6 +32,15 @@ demo: deps
 
 demo-down:
 	$(VENV)/bin/hactl demo down --purge
+
+# Shell completions and man pages are generated from the CLI; tests/unit/test_docs_fresh.py fails when they are stale.
+completions: $(STAMP)
+	$(PY) scripts/gen_completions.py
+
+man: $(STAMP)
+	$(PY) scripts/gen_man.py
+
+docs: completions man
 
 bench: deps
 	$(PY) bench/cli_latency.py

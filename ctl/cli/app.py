@@ -11,10 +11,11 @@ import sys
 from typing import Annotated, Any, Optional
 
 import typer
+from typer._types import TyperChoice
 from typer.core import TyperGroup
 
 from ctl import __version__
-from ctl.cli.context import DEFAULT_TIMEOUT, AppState, err
+from ctl.cli.context import COLOR_MODES, DEFAULT_TIMEOUT, AppState, err, set_color_mode
 from ctl.errors import CtlError, ExitCode
 
 
@@ -78,6 +79,9 @@ app = typer.Typer(
 )
 
 
+_COLOR_CHOICE = TyperChoice(COLOR_MODES)
+
+
 def _print_version(value: bool) -> None:
     if value:
         sys.stdout.write(f"hactl version {__version__}\n")
@@ -95,9 +99,14 @@ def _global_options(
     insecure: Annotated[bool, typer.Option("--insecure", "-k", help="Do not verify REST API certificates")] = False,
     timeout: Annotated[float, typer.Option(
         "--timeout", metavar="SEC", help="Give up on etcd and REST calls after this many seconds (at most 10)")] = DEFAULT_TIMEOUT,
+    color: Annotated[str, typer.Option(
+        "--color", click_type=_COLOR_CHOICE, metavar="WHEN",
+        help="Colour: auto (on a terminal without NO_COLOR), always, never")] = "auto",
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                           help="Print the hactl version and exit")] = False,
 ) -> None:
+    set_color_mode(color)
+    ctx.call_on_close(lambda: set_color_mode("auto"))  # one invocation's --color never outlives it (CliRunner)
     state = AppState(config_file=config_file, dcs_url=dcs_url, insecure=insecure, timeout=timeout)
     if isinstance(ctx.obj, dict):  # tests hand in fakes at the protocol boundary: CliRunner.invoke(obj={...})
         state._config = ctx.obj.get("config")
@@ -117,7 +126,7 @@ def _register() -> None:
     # Commands owned by other parts of hactl (agent, demo) register themselves when their module exists.
     import importlib
 
-    for name in ("ctl.cli.agent", "ctl.cli.demo", "ctl.cli.editconfig"):
+    for name in ("ctl.cli.agent", "ctl.cli.demo", "ctl.cli.editconfig", "ctl.cli.completion"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

@@ -79,8 +79,20 @@ class AppState:
         self._dcs = self._rest = None
 
 
+COLOR_MODES = ("auto", "always", "never")
+_color_mode = "auto"
+
+
+def set_color_mode(mode: str) -> None:
+    """The global `--color WHEN`: `always`/`never` override the terminal and NO_COLOR checks; `auto` keeps them."""
+    global _color_mode
+    _color_mode = mode if mode in COLOR_MODES else "auto"
+
+
 def color_enabled(stream: Any = None) -> bool:
-    """Colour only on a terminal, never with NO_COLOR set (any value) or TERM=dumb."""
+    """Colour only on a terminal, never with NO_COLOR set (any value) or TERM=dumb; `--color` overrides both."""
+    if _color_mode != "auto":
+        return _color_mode == "always"
     stream = stream or sys.stdout
     if "NO_COLOR" in os.environ or os.environ.get("TERM") == "dumb":
         return False
