@@ -22,7 +22,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from ctl import __version__  # noqa: E402
-from ctl.cli.completion import CommandSpec, OptionSpec, command_tree  # noqa: E402
+from ctl.cli.tree import CommandSpec, OptionSpec, command_tree  # noqa: E402
 from ctl.errors import ExitCode  # noqa: E402
 
 REGENERATE = "make man  (python scripts/gen_man.py)"

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 import ctl
 from ctl.cli.app import app
-from ctl.cli.completion import command_tree
+from ctl.cli.tree import command_tree
 from ctl.config import build
 from ctl.errors import ExitCode
 from tests.support.patroni_dumps import load_dump
