@@ -263,7 +263,13 @@ class Agent:
         if cfg is None or cfg.mod_revision == self._checked_config_revision:
             return
         self._checked_config_revision = cfg.mod_revision
-        problems = validate_dynamic_config(cfg.data) if cfg.data else []
+        found = validate_dynamic_config(cfg.data) if cfg.data else []
+        # Keys the agent does not use are harmless (Patroni ignores them too, and other tools may add some);
+        # bad values of the keys it does use, and unknown PostgreSQL parameters, are not.
+        unused = [p for p in found if p.startswith("unknown key ")]
+        problems = [p for p in found if p not in unused]
+        if unused:
+            log.warning("dynamic config (revision %s): ignoring %s", cfg.mod_revision, "; ".join(unused))
         if problems:
             log.error("ignoring invalid dynamic config (revision %s), keeping the last good one: %s",
                       cfg.mod_revision, "; ".join(problems))
