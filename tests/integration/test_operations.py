@@ -21,7 +21,7 @@ import yaml
 
 from ctl.errors import ExitCode
 from tests.support.agents import REPO, AgentCluster, pg_bin_dir
-from tests.support.patroni import clean_env, patronictl_exe
+from tests.support.patroni import PatroniCluster, clean_env, patronictl_exe
 from tests.support.procs import EtcdServer, etcd_binary, require_binary, wait_for
 
 pytestmark = pytest.mark.integration
@@ -352,3 +352,44 @@ def test_real_patronictl_switchover_against_hactl_agents(cluster: AgentCluster, 
     assert f'Successfully switched over to "{candidate}"' in proc.stdout, proc.stdout
     wait_for(lambda: cluster.leader() == candidate and cluster.writable(candidate), timeout=10,
              what=f"{candidate} leading")
+
+
+def test_hactl_switchover_against_a_real_patroni_cluster(cluster: AgentCluster):
+    """hactl drives Patroni 4.1.5 agents: a named switchover, then one where hactl picks the candidate."""
+    patroni = PatroniCluster(cluster.etcd.hostport)
+    cfg = patroni.configs["node1"]
+
+    def roles() -> dict[str, tuple[str, str]]:
+        proc, _ = hactl(cluster, "list", "-f", "json", config=cfg)
+        return {r["Member"]: (r["Role"], r.get("State", "")) for r in json.loads(proc.stdout or "[]")}
+
+    ok = False
+    started = time.monotonic()
+    try:
+        patroni.start("node1")
+        wait_for(lambda: roles().get("node1") == ("Leader", "running"), timeout=60, interval=0.5,
+                 what="Patroni node1 leading")
+        patroni.start("node2")
+        wait_for(lambda: roles().get("node2") == ("Replica", "streaming"), timeout=60, interval=0.5,
+                 what="Patroni node2 streaming")
+        t0 = time.monotonic()
+        proc, took = hactl(cluster, "switchover", "--candidate", "node2", "--force", "-f", "json", config=cfg)
+        print(f"patroni up after {t0 - started:.1f}s; hactl switchover returned verified after {took:.2f}s")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        result = json.loads(proc.stdout)
+        assert result["outcome"] == "succeeded" and result["final_roles"]["node2"]["role"] == "leader"
+        assert result["final_roles"]["node1"]["role"] == "replica"
+        proc, _ = hactl(cluster, "switchover", "--candidate", "nosuch", "--force", config=cfg)
+        assert proc.returncode == ExitCode.REFUSED and "nosuch does not exist" in proc.stderr
+        wait_for(lambda: roles().get("node1") == ("Replica", "streaming"), timeout=60, interval=0.5,
+                 what="Patroni node1 following node2")
+        proc, took = hactl(cluster, "switchover", "--force", config=cfg)
+        print(f"second switchover returned verified after {took:.2f}s")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "Candidate: node1 (chosen by hactl: streaming" in proc.stdout
+        assert roles()["node1"][0] == "Leader"
+        ok = True
+    finally:
+        if not ok:
+            print("\n" + patroni.logs())
+        patroni.cleanup()
