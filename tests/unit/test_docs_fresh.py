@@ -206,3 +206,44 @@ def test_bad_color_value_is_a_usage_error() -> None:
     r = CliRunner().invoke(app, ["--color", "sometimes", "version"])
     assert r.exit_code == ExitCode.USAGE
     assert "'sometimes' is not one of 'auto', 'always', 'never'" in r.stderr
+
+
+# ------------------------------------------------------------------------------------------------ README
+
+
+def _readme_section(title: str) -> str:
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as fh:
+        return fh.read().split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_readme_command_overview_lists_every_command() -> None:
+    rows = _readme_section("Commands")
+    documented = set(re.findall(r"`([a-z][a-z-]*)(?: [^`]*)?`", rows))
+    missing = [c for c in _help_commands() if c not in documented]
+    assert not missing, f"README '## Commands' lacks {missing}"
+
+
+def test_readme_troubleshooting_quotes_real_error_messages() -> None:
+    """Each `Error: ...` the section quotes starts with words that a CtlError in ctl/ is raised with."""
+    section = _readme_section("Troubleshooting")
+    quoted = re.findall(r"`Error: ([a-z][^`'<.]*)", section)
+    assert len(quoted) >= 4
+    sources = []
+    for root, _dirs, files in os.walk(os.path.join(REPO, "ctl")):
+        for name in files:
+            if name.endswith(".py"):
+                with open(os.path.join(root, name), encoding="utf-8") as fh:
+                    sources.append(fh.read())
+    text = "\n".join(sources)
+    for message in quoted:
+        words = message.split(" ")[:3]
+        assert " ".join(words) in text, f"README troubleshooting quotes {message!r}, which ctl/ never says"
+
+
+def test_readme_install_commands_name_files_that_exist() -> None:
+    for title in ("Shell completion", "Man page"):
+        for path in re.findall(r"(?<![/\w])((?:completions|man)/[\w.*-]+)", _readme_section(title)):
+            if "*" not in path and "COMMAND" not in path:
+                assert os.path.exists(os.path.join(REPO, path)), path
+    assert "make completions" in _readme_section("Shell completion")
+    assert "make man" in _readme_section("Man page")
