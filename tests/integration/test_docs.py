@@ -1,4 +1,4 @@
-"""The generated man pages lint clean, and the completion scripts complete for real in bash, fish and zsh,
+"""The generated man pages lint clean, and the completion scripts complete for real in bash, fish and zsh (zpty),
 including cluster and member names read from a real etcd through `hactl _complete`."""
 
 from __future__ import annotations
@@ -175,6 +175,58 @@ def test_zsh_completion_loads_into_compinit(tmp_path, hactl_bin) -> None:
     proc = subprocess.run([zsh, "-f", "-c", probe], capture_output=True, text=True, timeout=30, env=hactl_bin)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == "_hactl"
+
+
+# An interactive zsh in a pseudo-terminal (zsh/zpty) types the line and TAB; a compadd wrapper prints every match.
+_ZSH_CAPTURE = r'''
+zmodload zsh/zpty || exit 2
+zpty z zsh -f -i
+local line
+() {
+    zpty -w z "PROMPT= ; RPROMPT= ; unsetopt zle 2>/dev/null; setopt zle"
+    zpty -w z "fpath=($1 \$fpath); autoload -Uz compinit; compinit -u -D"
+    zpty -w z "zstyle ':completion:*' list-grouped false; zstyle ':completion:*' insert-tab false; zstyle ':completion:*' list-separator ''"
+    zpty -w z 'compadd() { builtin compadd "$@"; local -a __hits; local __i; builtin compadd -O __hits "$@"; for __i in $__hits; do print -r -- "<M>$__i"; done }'
+    zpty -w z 'print -r -- "<READY>"'
+} $1
+zpty -r z line '*<READY>*' || exit 3
+zpty -r z line $'*\n' 
+zpty -w -n z "$2"$'\t'
+integer idle=0
+while (( idle < 8 )); do  # until 2 s pass without output: `hactl _complete` may take a while on a busy host
+    if zpty -r -t z line 2>/dev/null; then
+        idle=0
+        [[ $line == *'<M>'* ]] && print -r -- ${${line##*<M>}%%$'\r'*}
+    else
+        sleep 0.25
+        (( idle++ ))
+    fi
+done
+zpty -d z
+'''
+
+
+def zsh_complete(line: str, env: dict[str, str], fpath: str) -> list[str]:
+    zsh = _tool("zsh", "zsh")
+    proc = subprocess.run([zsh, "-f", "-c", _ZSH_CAPTURE, "capture", fpath, line], capture_output=True, text=True,
+                          timeout=60, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    return sorted({w for w in proc.stdout.splitlines() if w})
+
+
+def test_zsh_completes_commands_values_and_members(etcd, namespace, tmp_path, hactl_bin) -> None:
+    fpath = tmp_path / "fpath"
+    fpath.mkdir()
+    shutil.copy(os.path.join(COMPLETIONS, "_hactl"), fpath / "_hactl")
+    assert zsh_complete("hactl sw", hactl_bin, str(fpath)) == ["switchover"]
+    assert zsh_complete("hactl show-config --format=", hactl_bin, str(fpath)) == ["json", "yaml"]
+    assert zsh_complete("hactl dsn -r st", hactl_bin, str(fpath)) == ["standby", "standby-leader"]
+    seed(etcd, namespace)
+    seed(etcd, namespace, scope="other", dump="dcs_scheduled_switchover")
+    config = write_config(tmp_path, namespace, [etcd.hostport])
+    assert zsh_complete(f"hactl -c {config} list ", hactl_bin, str(fpath)) == ["demo", "other"]
+    assert zsh_complete(f"hactl -c {config} version demo ", hactl_bin, str(fpath)) == ["node1", "node2", "node3"]
+    assert zsh_complete(f"hactl -c {config} dsn -m ", hactl_bin, str(fpath)) == ["node1", "node2", "node3"]
 
 
 def test_completion_tools_are_installed_under_ci() -> None:
