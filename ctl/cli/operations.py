@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
-from typing import Annotated, Any, Iterator, List, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Iterator, List, Optional
 
 import typer
 
@@ -20,8 +20,9 @@ from ctl.errors import (Aborted, CtlError, OperationFailed, OperationTimeout, Re
                         UsageError)
 from ctl.model import Cluster
 from ctl.services import cluster as csvc
-from ctl.services import maintenance as msvc
-from ctl.services import operations as osvc
+
+if TYPE_CHECKING:  # the services are imported by the commands that run them: `hactl list` does not pay for them
+    from ctl.services.operations import OperationResult
 
 _FMT = "Output: pretty (patronictl's lines and tables) or json (one result object)"
 
@@ -67,7 +68,7 @@ _ERRORS: dict[str, type[CtlError]] = {"refused": Refused, "failed": OperationFai
                                       "unknown": ResultUnknown, "unreachable": RestError}
 
 
-def _raise_for(result: osvc.OperationResult) -> None:
+def _raise_for(result: "OperationResult") -> None:
     if not result.ok:
         raise _ERRORS.get(result.outcome, ResultUnknown)(result.message)
 
@@ -88,7 +89,7 @@ class _Printer:
         if self.fmt == "pretty" and cluster is not None and not cluster.is_empty:
             out((title + "\n" if title else "") + render.render_list(cluster, "pretty"))
 
-    def result(self, result: osvc.OperationResult, table: bool = True) -> None:
+    def result(self, result: "OperationResult", table: bool = True) -> None:
         if self.fmt == "json":
             out(rops.render_result_json(result))
         elif table:
@@ -119,6 +120,7 @@ def _read(state: AppState, name: Optional[str]) -> Cluster:
 def _switch(state: AppState, action: str, cluster_name: Optional[str], leader: Optional[str],
             candidate: Optional[str], scheduled: Optional[str], force: bool, wait: bool, timeout: float,
             fmt: str) -> None:
+    from ctl.services import operations as osvc
     fmt = _fmt(fmt)
     p = _Printer(fmt)
     requested = {"action": action, "leader": leader, "candidate": candidate, "scheduled_at": scheduled}
@@ -236,6 +238,8 @@ def cmd_restart(
     fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=_FMT)] = "pretty",
 ) -> None:
     """Restart PostgreSQL on members; each restart is checked (new postmaster, running)."""
+    from ctl.services import operations as osvc
+    from ctl.services import maintenance as msvc
     state: AppState = ctx.obj
     fmt = _fmt(fmt)
     p = _Printer(fmt)
@@ -284,6 +288,7 @@ def cmd_reload(
     fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=_FMT)] = "pretty",
 ) -> None:
     """Ask members' agents to reload their configuration (POST /reload)."""
+    from ctl.services import maintenance as msvc
     state: AppState = ctx.obj
     fmt = _fmt(fmt)
     p = _Printer(fmt)
@@ -309,6 +314,7 @@ def cmd_reinit(
     fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=_FMT)] = "pretty",
 ) -> None:
     """Rebuild replicas' data directories from the leader (POST /reinitialize)."""
+    from ctl.services import maintenance as msvc
     state: AppState = ctx.obj
     fmt = _fmt(fmt)
     p = _Printer(fmt)
@@ -341,6 +347,7 @@ def cmd_reinit(
 
 def _pause(state: AppState, cluster_name: Optional[str], pause: bool, wait: bool, timeout: Optional[float],
            fmt: str) -> None:
+    from ctl.services import maintenance as msvc
     fmt = _fmt(fmt)
     p = _Printer(fmt)
     word = "pause" if pause else "resume"
@@ -387,6 +394,7 @@ def cmd_flush(
     fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=_FMT)] = "pretty",
 ) -> None:
     """Discard scheduled restarts or a scheduled switchover."""
+    from ctl.services import maintenance as msvc
     state: AppState = ctx.obj
     fmt = _fmt(fmt)
     p = _Printer(fmt)
@@ -422,6 +430,7 @@ def cmd_remove(
     fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=_FMT)] = "pretty",
 ) -> None:
     """Delete every key of a cluster from etcd (stop its agents first)."""
+    from ctl.services import maintenance as msvc
     state: AppState = ctx.obj
     fmt = _fmt(fmt)
     p = _Printer(fmt)

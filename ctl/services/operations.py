@@ -20,6 +20,7 @@ from ctl.model import Cluster, Member
 _LEADER_ROLES = ("primary", "master", "standby_leader")
 _POLL = 0.25  # seconds between DCS reads while verifying
 _CAS_ATTEMPTS = 3
+_STREAMING_GRACE = 3.0  # seconds to wait, once the new leader is verified, for the old one to be seen streaming
 
 Progress = Callable[[str], None]
 
@@ -434,6 +435,7 @@ def verify_leader_change(result: OperationResult, plan: SwitchoverPlan, dcs: Dcs
     old = plan.leader
     seen = "no read of etcd yet"
     last_error: str | None = None
+    grace_until: float | None = None
     while True:
         try:
             cluster = dcs.get_cluster(namespace, plan.scope)
@@ -463,6 +465,16 @@ def verify_leader_change(result: OperationResult, plan: SwitchoverPlan, dcs: Dcs
                         result.timings.setdefault("new_leader_writable", clock() - start)
                         om = cluster.member(old) if old else None
                         if om is None or om.state != "running" or om.role not in _LEADER_ROLES:
+                            following = om is None or om.state != "running" or om.replication_state == "streaming"
+                            if not following:
+                                # a demoted leader reconnects within a moment: wait briefly to report it streaming
+                                grace_until = grace_until or min(now + _STREAMING_GRACE, deadline)
+                                if now < grace_until:
+                                    seen = f"{leader} is the new primary; {old} is a replica, not yet streaming"
+                                    sleep(_POLL)
+                                    continue
+                            else:
+                                result.timings.setdefault("old_leader_following", clock() - start)
                             result.outcome = "succeeded"
                             verb = "switched" if plan.action == "switchover" else "failed"
                             result.message = f'Successfully {verb} over to "{leader}"'

@@ -538,3 +538,26 @@ def test_result_exit_codes() -> None:
     for outcome, code in [("succeeded", 0), ("scheduled", 0), ("refused", 7), ("failed", 1), ("timeout", 8),
                           ("unknown", 9), ("unreachable", 10)]:
         assert osvc.OperationResult("x", {}, outcome).exit_code == code
+
+
+def test_interactive_switchover_asks_patronictls_questions_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ctl.cli import operations as cli_ops
+
+    monkeypatch.setattr(cli_ops, "_interactive", lambda: True)  # CliRunner's stdin is no terminal
+    seen: list = []
+    rest = members_api({("node1", "POST", "/switchover"): httpx.Response(200, text="ok")}, seen)
+    r = run(["switchover"], ScriptedDcs(cluster(), AFTER), rest, stdin="\nnode2\n\ny\n")
+    assert r.exit_code == 0, r.stderr
+    asked = [r.stdout.index(q) for q in ("Primary [node1]: ", "Candidate ['node2', 'node3']: ",
+                                         "When should the switchover take place (e.g. <now+1h as %Y-%m-%dT%H:%M> )",
+                                         "Are you sure you want to switchover cluster demo, demoting current leader "
+                                         "node1? [y/N]: ")]
+    assert asked == sorted(asked)
+    assert [b for k, b in seen if k[1] == "POST"] == [{"leader": "node1", "candidate": "node2"}]
+    seen.clear()
+    r = run(["switchover"], ScriptedDcs(cluster()), members_api({}, seen), stdin="\nnode3\n\nn\n")
+    assert r.exit_code == ExitCode.ABORTED and "Aborting" in r.stderr
+    assert not [s for s in seen if s[0][1] == "POST"]
+    r = run(["failover"], ScriptedDcs(cluster(sync=("node3",))), members_api({}, seen), stdin="node2\nn\n")
+    assert "Are you sure you want to failover to the asynchronous node node2?" in r.stdout
+    assert r.exit_code == ExitCode.ABORTED
