@@ -93,8 +93,15 @@ def color_enabled(stream: Any = None) -> bool:
     """Colour only on a terminal, never with NO_COLOR set (any value) or TERM=dumb; `--color` overrides both."""
     if _color_mode != "auto":
         return _color_mode == "always"
-    stream = stream or sys.stdout
     if "NO_COLOR" in os.environ or os.environ.get("TERM") == "dumb":
+        return False
+    return is_terminal(stream)
+
+
+def is_terminal(stream: Any = None) -> bool:
+    """stdout (or `stream`) is a terminal, whatever `--color` says: watch mode redraws in place only there."""
+    stream = stream or sys.stdout
+    if os.environ.get("TERM") == "dumb":  # cannot move the cursor
         return False
     try:
         return bool(stream.isatty())

@@ -8,7 +8,7 @@ from typing import Annotated, Callable, List, Optional
 import typer
 
 from ctl import __version__, render
-from ctl.cli.context import AppState, color_enabled, err, out
+from ctl.cli.context import AppState, color_enabled, err, is_terminal, out
 from ctl.errors import CtlError, NotFound, RestError, UsageError
 from ctl.model import Cluster
 from ctl.services import cluster as svc
@@ -84,7 +84,7 @@ def _list_like(state: AppState, names: List[str], fmt: str, extended: bool, ts: 
     if interval is None:
         out(frame())
     else:
-        _watch(frame, interval, live=color_enabled() and fmt == "pretty")
+        _watch(frame, interval, live=color_enabled() and is_terminal() and fmt == "pretty")
 
 
 def cmd_list(
