@@ -138,6 +138,28 @@ def test_refused_switchovers_exit_refused_and_say_why(cluster: AgentCluster, hea
     assert cluster.leader() == healthy
 
 
+def test_lagging_candidates_are_refused_with_the_reason(cluster: AgentCluster, healthy: str):
+    """Replication cut (replicator may not log in) and 4 MB of WAL written: nobody is close enough to take over."""
+    leader = healthy
+    cluster.sql(leader, "ALTER ROLE replicator NOLOGIN")
+    try:
+        cluster.sql(leader, "SELECT pg_terminate_backend(pid) FROM pg_stat_replication")
+        cluster.sql(leader, "CREATE TABLE IF NOT EXISTS lagfill (id int, pad text)")
+        cluster.sql(leader, "INSERT INTO lagfill SELECT g, repeat('x', 40) FROM generate_series(1, 50000) g")
+        time.sleep(2 * cluster.loop_wait + 0.5)  # the leader publishes its new optime
+        candidate = replicas(cluster, leader)[0]
+        proc, _ = hactl(cluster, "switchover", "--candidate", candidate, "--force")
+        assert proc.returncode == ExitCode.REFUSED, proc.stdout + proc.stderr
+        assert "lags" in proc.stderr and "maximum_lag_on_failover" in proc.stderr, proc.stderr
+        proc, _ = hactl(cluster, "switchover", "--force")
+        assert proc.returncode == ExitCode.REFUSED, proc.stdout + proc.stderr
+        assert "no eligible candidate" in proc.stderr and proc.stderr.count("lags") == 2, proc.stderr
+        assert cluster.leader() == leader
+    finally:
+        cluster.sql(leader, "ALTER ROLE replicator LOGIN")
+    cluster.wait_healthy(timeout=60)
+
+
 def test_scheduled_switchover_fires_and_a_scheduled_one_can_be_flushed(cluster: AgentCluster, healthy: str):
     old = healthy
     candidate = replicas(cluster, old)[0]
