@@ -247,3 +247,13 @@ def test_readme_install_commands_name_files_that_exist() -> None:
                 assert os.path.exists(os.path.join(REPO, path)), path
     assert "make completions" in _readme_section("Shell completion")
     assert "make man" in _readme_section("Man page")
+
+
+@pytest.mark.parametrize("command", [["list", "-e"], ["topology"], ["history"], ["show-config"], ["dsn"],
+                                     ["version"], ["list", "nosuchcluster"], ["--help"], ["list", "--help"]])
+@pytest.mark.parametrize("env", [{"NO_COLOR": "1", "TERM": "xterm"}, {"NO_COLOR": None, "TERM": "xterm"}])
+def test_no_escape_codes_off_a_terminal(command, env) -> None:
+    config = build({"scope": "demo", "etcd3": {"hosts": ["127.0.0.1:2379"]}}, "test.yml")
+    r = CliRunner().invoke(app, command, obj={"config": config, "dcs": _FakeDcs(), "rest": None}, env=env)
+    assert r.stdout or r.stderr
+    assert not ANSI.search(r.stdout) and not ANSI.search(r.stderr), (command, r.stdout[:200])
