@@ -257,3 +257,49 @@ def test_no_escape_codes_off_a_terminal(command, env) -> None:
     r = CliRunner().invoke(app, command, obj={"config": config, "dcs": _FakeDcs(), "rest": None}, env=env)
     assert r.stdout or r.stderr
     assert not ANSI.search(r.stdout) and not ANSI.search(r.stderr), (command, r.stdout[:200])
+
+
+# ------------------------------------------------------------------------------------------------ examples parse
+
+
+def _example_commands() -> list[tuple[str, list[str]]]:
+    """Every `hactl ...` line in the man page's EXAMPLES and in the README's sh blocks, as argv after `hactl`."""
+    import shlex
+
+    found = []
+    with open(os.path.join(REPO, "man", "hactl.1"), encoding="utf-8") as fh:
+        examples = fh.read().split(".SH EXAMPLES\n", 1)[1].split("\n.SH ", 1)[0]
+    text = examples.replace("\\-", "-").replace("\\e\n", " ").replace("\\e", "\\")
+    sources = [("man", text)]
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as fh:
+        readme = fh.read()
+    sources += [("README", b.replace("\\\n", " ")) for b in re.findall(r"^```sh\n(.*?)^```", readme, re.M | re.S)]
+    for where, block in sources:
+        for line in block.splitlines():
+            line = line.split(" #", 1)[0].strip().removeprefix("$ ")
+            words = shlex.split(line) if line else []
+            while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):  # EDITOR=vim hactl ...
+                words.pop(0)
+            if words and os.path.basename(words[0]) == "hactl":
+                found.append((where, words[1:words.index(">")] if ">" in words else words[1:]))
+    return found
+
+
+def test_every_hactl_example_parses() -> None:
+    """Options and commands in the examples exist: the click parser accepts each line (nothing runs)."""
+    from typer.main import get_command
+
+    examples = _example_commands()
+    assert len([w for w, _ in examples if w == "man"]) >= 6 and len([w for w, _ in examples if w == "README"]) >= 6
+    root = get_command(app)
+    for where, argv in examples:
+        if "--help" in argv or "--version" in argv:  # they exit while parsing; test_install runs them
+            continue
+        ctx = root.make_context("hactl", list(argv))
+        rest = [*ctx._protected_args, *ctx.args]
+        name, cmd, rest = root.resolve_command(ctx, rest)
+        assert cmd is not None, (where, argv)
+        sub = cmd.make_context(name, rest, parent=ctx)
+        if hasattr(cmd, "resolve_command") and [*sub._protected_args, *sub.args]:
+            name2, cmd2, rest2 = cmd.resolve_command(sub, [*sub._protected_args, *sub.args])
+            cmd2.make_context(name2, rest2, parent=sub)
