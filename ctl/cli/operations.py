@@ -175,11 +175,13 @@ def _switch(state: AppState, action: str, cluster_name: Optional[str], leader: O
     with _json_errors(fmt, action, plan.requested()):
         result = osvc.execute_switchover(plan, cluster, state.dcs, state.rest, state.namespace, wait=wait,
                                          timeout=timeout, progress=lambda s: p.line(rops.timestamped(s)))
+    refused = result.outcome == "refused"  # nothing changed: no timings, no second table
     if fmt == "pretty":
         if result.ok:
             out(rops.timestamped(result.message))
-        out(rops.render_timings(result))
-    p.result(result)
+        if not refused:
+            out(rops.render_timings(result))
+    p.result(result, table=not refused)
 
 
 def cmd_switchover(

@@ -374,9 +374,7 @@ def execute_switchover(plan: SwitchoverPlan, cluster: Cluster, dcs: Dcs, rest: A
         if outcome in ("refused", "failed"):
             result.outcome = outcome
             result.message = f"{plan.action.title()} {outcome} by {target_name} (HTTP {answer.status}): {answer.text}"
-            result.cluster = _fresh(dcs, namespace, plan.scope)
-            result.final_roles = roles_of(result.cluster)
-            return result
+            return _finish(result, dcs, namespace, plan.scope, start, clock)
         if outcome == "scheduled" or plan.scheduled_at is not None:
             return _verify_scheduled(result, plan, dcs, namespace, start, clock)
         if not wait:
