@@ -241,7 +241,11 @@ def zsh(tree: CommandSpec) -> str:
     out = ["#compdef hactl\n", _comment(HEADER),
            "# Install: copy to a directory in $fpath as _hactl (e.g. /usr/local/share/zsh/site-functions/),\n"
            "# then restart zsh or run `compinit`.\n\n",
-           _ZSH_HELPERS]
+           "# Options that take a value, by command path: the words after them are not arguments.\n",
+           "typeset -gA _hactl_valued=(\n",
+           "".join(f"    {_sq(cmd.name + '|' + n)} 1\n" for cmd in tree.walk() for o in cmd.options
+                   if o.value is not None for n in o.names),
+           ")\n\n", _ZSH_HELPERS]
     for cmd in tree.walk():
         name = _zsh_name(cmd)
         out.append(f"\n_hactl_cmd_{name}() {{\n")
@@ -270,12 +274,14 @@ _hactl_globals() {
     local i w
     for ((i = 2; i < CURRENT; i++)); do
         w=${words[i]}
-        case $w in
-            -c|--config-file|-d|--dcs-url|--dcs|--timeout) _hactl_g+=("$w" "${words[i+1]}"); ((i++)) ;;
-            --config-file=*|--dcs-url=*|--dcs=*|--timeout=*|-k|--insecure) _hactl_g+=("$w") ;;
-            -*) ;;
-            *) return ;;
-        esac
+        if [[ -n ${_hactl_valued[hactl|$w]} ]]; then
+            _hactl_g+=("$w" "${words[i+1]}")
+            ((i++))
+        elif [[ $w == -* ]]; then
+            _hactl_g+=("$w")
+        else
+            return
+        fi
     done
 }
 
@@ -294,7 +300,7 @@ _hactl_members() {
     for ((i = 2; i < CURRENT; i++)); do
         w=${words[i]}
         [[ $w == -* ]] && continue
-        [[ ${words[i-1]} == (-m|--member|--leader|--primary|--candidate|-r|--role|-f|--format|--scheduled|--timeout) ]] && continue
+        [[ -n ${_hactl_valued[hactl ${words[1]}|${words[i-1]}]} ]] && continue  # the value of an option
         cluster=$w
         break
     done

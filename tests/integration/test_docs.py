@@ -227,6 +227,8 @@ def test_zsh_completes_commands_values_and_members(etcd, namespace, tmp_path, ha
     assert zsh_complete(f"hactl -c {config} list ", hactl_bin, str(fpath)) == ["demo", "other"]
     assert zsh_complete(f"hactl -c {config} version demo ", hactl_bin, str(fpath)) == ["node1", "node2", "node3"]
     assert zsh_complete(f"hactl -c {config} dsn -m ", hactl_bin, str(fpath)) == ["node1", "node2", "node3"]
+    assert zsh_complete(f"hactl -c {config} switchover demo --candidate ", hactl_bin,
+                        str(fpath)) == ["node1", "node2", "node3"]
 
 
 def test_completion_tools_are_installed_under_ci() -> None:
