@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
-    from ctl.services.operations import OperationResult
+    from ctl.services.results import OperationResult
     from ctl.services.query import QueryResult
 
 QUERY_FORMATS = ("tsv", "json", "yaml", "yml", "pretty", "csv")

@@ -1,4 +1,4 @@
-"""Mutating commands: switchover, failover, restart, reload, reinit, pause, resume, flush, remove, query.
+"""Mutating commands: restart, reload, reinit, pause, resume, flush, remove, query (switchover/failover: switchover.py).
 
 Options and prompts are patronictl's, so scripts keep working. Differences on purpose: the exit code says what
 happened (0 only when the change is verified; REFUSED/FAILED/TIMEOUT/UNKNOWN otherwise), a prompt with no terminal
@@ -7,215 +7,14 @@ fails at once naming the flag that answers it, and `-f json` prints one result o
 
 from __future__ import annotations
 
-import sys
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, Any, Iterator, List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
-from ctl import render
 from ctl import render_operations as rops
-from ctl.cli.context import AppState, err, out
-from ctl.errors import (Aborted, CtlError, OperationFailed, OperationTimeout, Refused, RestError, ResultUnknown,
-                        UsageError)
-from ctl.model import Cluster
-from ctl.services import cluster as csvc
-
-if TYPE_CHECKING:  # the services are imported by the commands that run them: `hactl list` does not pay for them
-    from ctl.services.operations import OperationResult
-
-_FMT = "Output: pretty (patronictl's lines and tables) or json (one result object)"
-
-
-# ----------------------------------------------------------------------------------------------- helpers
-
-
-def _fmt(value: str) -> str:
-    value = value.lower()
-    if value in ("pretty", "json"):
-        return value
-    if value in ("tsv", "yaml", "yml"):
-        return "pretty"  # patronictl's -f on remove/… only shapes the table; hactl prints it pretty
-    raise UsageError(f"invalid format {value!r}; choose pretty or json")
-
-
-def _interactive() -> bool:
-    try:
-        return sys.stdin.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def _no_terminal(what: str, flags: str) -> Aborted:
-    return Aborted(f"{what}, but stdin is not a terminal: pass {flags}")
-
-
-def _confirm(question: str, flags: str = "--force") -> None:
-    """Raises: Aborted when the answer is no, or there is no terminal to ask on."""
-    if not _interactive():
-        raise _no_terminal(f"would ask '{question}'", flags)
-    if not typer.confirm(question, default=False):
-        raise Aborted("Aborting: not confirmed")
-
-
-def _prompt(question: str, default: str, flags: str) -> str:
-    if not _interactive():
-        raise _no_terminal(f"would ask '{question}'", flags)
-    return str(typer.prompt(question, default=default, show_default=bool(default)))
-
-
-_ERRORS: dict[str, type[CtlError]] = {"refused": Refused, "failed": OperationFailed, "timeout": OperationTimeout,
-                                      "unknown": ResultUnknown, "unreachable": RestError}
-
-
-def _raise_for(result: "OperationResult") -> None:
-    if not result.ok:
-        raise _ERRORS.get(result.outcome, ResultUnknown)(result.message)
-
-
-class _Printer:
-    """Progress and results: on stdout in pretty mode; with -f json, stdout carries only the result object."""
-
-    def __init__(self, fmt: str) -> None:
-        self.fmt = fmt
-
-    def line(self, text: str) -> None:
-        if self.fmt == "json":
-            err(text)
-        else:
-            out(text if text.endswith("\n") else text + "\n")
-
-    def table(self, cluster: Cluster | None, title: str | None = None) -> None:
-        if self.fmt == "pretty" and cluster is not None and not cluster.is_empty:
-            out((title + "\n" if title else "") + render.render_list(cluster, "pretty"))
-
-    def result(self, result: "OperationResult", table: bool = True) -> None:
-        if self.fmt == "json":
-            out(rops.render_result_json(result))
-        elif table:
-            self.table(result.cluster)
-        _raise_for(result)
-
-
-@contextmanager
-def _json_errors(fmt: str, command: str, requested: dict[str, Any]) -> Iterator[None]:
-    """With -f json, an error before any result (validation, prompts, etcd) still prints a result object."""
-    try:
-        yield
-    except CtlError as exc:
-        if fmt == "json":
-            outcome = {Refused: "refused", Aborted: "aborted", UsageError: "usage"}.get(type(exc), "failed")
-            out(rops.render_error_json(command, requested, outcome, exc.message, int(exc.exit_code)))
-        raise
-
-
-def _read(state: AppState, name: Optional[str]) -> Cluster:
-    scope = csvc.cluster_names([name] if name else [], state.config.scope)[0]
-    return csvc.read_cluster(state.dcs, state.namespace, scope)
-
-
-# ----------------------------------------------------------------------------------------------- switchover/failover
-
-
-def _switch(state: AppState, action: str, cluster_name: Optional[str], leader: Optional[str],
-            candidate: Optional[str], scheduled: Optional[str], force: bool, wait: bool, timeout: float,
-            fmt: str) -> None:
-    from ctl.services import operations as osvc
-    fmt = _fmt(fmt)
-    p = _Printer(fmt)
-    requested = {"action": action, "leader": leader, "candidate": candidate, "scheduled_at": scheduled}
-    with _json_errors(fmt, action, requested):
-        if timeout <= 0:
-            raise UsageError("--timeout must be a positive number of seconds")
-        cluster = _read(state, cluster_name)
-        p.table(cluster, "Current cluster topology")
-        if not force and not _interactive():
-            hint = "--force" + ("" if candidate else " (with --candidate NAME; without it " +
-                                ("a failover cannot run)" if action == "failover" else "hactl picks the best one)"))
-            raise _no_terminal(f"{action} would ask for confirmation", hint)
-        if action == "switchover":
-            current = cluster.leader.name if cluster.leader else None
-            if current is None:
-                raise Refused(f"This cluster has no leader (cluster {cluster.scope}); use failover --candidate NAME")
-            if not leader and not force:
-                leader = _prompt("Standby Leader" if cluster.config and cluster.config.is_standby_cluster
-                                 else "Primary", current, "--leader NAME")
-            if not candidate and not force:
-                candidate = _prompt(f"Candidate {osvc.switchover_candidates(cluster)}", "", "--candidate NAME") or None
-            when = osvc.parse_schedule(scheduled)
-            if scheduled is None and not force:
-                example = "now+1h as %Y-%m-%dT%H:%M"
-                when = osvc.parse_schedule(_prompt(
-                    f"When should the switchover take place (e.g. <{example}> ) ", "now", "--scheduled TS"))
-            plan = osvc.plan_switchover(cluster, leader, candidate, when)
-            if plan.candidate is None:
-                others = [m.name for m in cluster.members if m.name != plan.leader]
-                choice = osvc.choose_candidate(cluster, osvc.member_statuses(cluster, state.rest, others))
-                plan = osvc.SwitchoverPlan(plan.action, plan.scope, plan.leader, choice.name, plan.scheduled_at,
-                                           chosen_because=choice.reason)
-                p.line(rops.render_candidate_choice(choice.name, choice.reason))
-            if not force:
-                if plan.scheduled_at is not None:
-                    _confirm(f"Are you sure you want to schedule switchover of cluster {plan.scope} at "
-                             f"{plan.scheduled_at.isoformat()}, demoting current leader {plan.leader}?")
-                else:
-                    _confirm(f"Are you sure you want to switchover cluster {plan.scope}, demoting current leader "
-                             f"{plan.leader}?")
-        else:
-            if not candidate and not force:
-                names = sorted(m.name for m in cluster.members if not m.nofailover and
-                               (cluster.leader is None or m.name != cluster.leader.name))
-                candidate = _prompt(f"Candidate {names}", "", "--candidate NAME") or None
-            plan = osvc.plan_failover(cluster, candidate)
-            if not force:
-                if plan.candidate and osvc.is_async_candidate(cluster, plan.candidate):
-                    _confirm(f"Are you sure you want to failover to the asynchronous node {plan.candidate}?")
-                demote = f", demoting current leader {plan.leader}" if plan.leader else ""
-                _confirm(f"Are you sure you want to failover cluster {plan.scope}{demote}?")
-    with _json_errors(fmt, action, plan.requested()):
-        result = osvc.execute_switchover(plan, cluster, state.dcs, state.rest, state.namespace, wait=wait,
-                                         timeout=timeout, progress=lambda s: p.line(rops.timestamped(s)))
-    refused = result.outcome == "refused"  # nothing changed: no timings, no second table
-    if fmt == "pretty":
-        if result.ok:
-            out(rops.timestamped(result.message))
-        if not refused:
-            out(rops.render_timings(result))
-    p.result(result, table=not refused)
-
-
-def cmd_switchover(
-    ctx: typer.Context,
-    cluster_name: Annotated[Optional[str], typer.Argument(metavar="[CLUSTER_NAME]")] = None,
-    leader: Annotated[Optional[str], typer.Option("--leader", "--primary", metavar="NAME",
-                                                  help="The current leader (checked)")] = None,
-    candidate: Annotated[Optional[str], typer.Option("--candidate", metavar="NAME",
-                                                     help="The member to promote; with --force and without "
-                                                          "this, hactl picks the best eligible one")] = None,
-    scheduled: Annotated[Optional[str], typer.Option("--scheduled", metavar="TS",
-                                                     help="When: ISO 8601 time (local time zone if none) or now")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Do not ask for anything")] = False,
-    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for and verify the outcome")] = True,
-    timeout: Annotated[float, typer.Option("--timeout", metavar="SEC", help="How long to wait for it")] = 60.0,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=_FMT)] = "pretty",
-) -> None:
-    """Switch the leader role over to a replica, gracefully; verifies the new leader accepts writes."""
-    _switch(ctx.obj, "switchover", cluster_name, leader, candidate, scheduled, force, wait, timeout, fmt)
-
-
-def cmd_failover(
-    ctx: typer.Context,
-    cluster_name: Annotated[Optional[str], typer.Argument(metavar="[CLUSTER_NAME]")] = None,
-    candidate: Annotated[Optional[str], typer.Option("--candidate", metavar="NAME",
-                                                     help="The member to promote (required)")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Do not ask for anything")] = False,
-    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for and verify the outcome")] = True,
-    timeout: Annotated[float, typer.Option("--timeout", metavar="SEC", help="How long to wait for it")] = 60.0,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=_FMT)] = "pretty",
-) -> None:
-    """Promote a named member, with or without a healthy leader; verifies the outcome."""
-    _switch(ctx.obj, "failover", cluster_name, None, candidate, None, force, wait, timeout, fmt)
-
+from ctl.cli import interaction as ui
+from ctl.cli.context import AppState, out
+from ctl.errors import Aborted, UsageError
 
 # ----------------------------------------------------------------------------------------------- restart/reload/reinit
 
@@ -237,39 +36,39 @@ def cmd_restart(
     timeout: Annotated[Optional[int], typer.Option("--timeout", metavar="SEC",
                                                    help="Primary start timeout for this restart")] = None,
     force: Annotated[bool, typer.Option("--force", help="Do not ask for anything")] = False,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=_FMT)] = "pretty",
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=ui.FORMAT_HELP)] = "pretty",
 ) -> None:
     """Restart PostgreSQL on members; each restart is checked (new postmaster, running)."""
     from ctl.services import operations as osvc
     from ctl.services import maintenance as msvc
     state: AppState = ctx.obj
-    fmt = _fmt(fmt)
-    p = _Printer(fmt)
+    fmt = ui.output_format(fmt)
+    p = ui.Printer(fmt)
     requested = {"cluster": cluster_name, "members": member_names or [], "role": role}
-    with _json_errors(fmt, "restart", requested):
-        cluster = _read(state, cluster_name)
+    with ui.json_errors(fmt, "restart", requested):
+        cluster = ui.read_cluster(state, cluster_name)
         p.table(cluster)
         msvc.select_members(cluster, member_names or [], role)  # patronictl's errors before any prompt
-        if not force and not _interactive():
-            raise _no_terminal("restart would ask for confirmation", "--force")
+        if not force and not ui.interactive():
+            raise ui.no_terminal("restart would ask for confirmation", "--force")
         when = osvc.parse_schedule(scheduled)
         if scheduled is None and not force:
-            when = osvc.parse_schedule(_prompt("When should the restart take place (e.g. <now+1h>) ", "now",
+            when = osvc.parse_schedule(ui.prompt("When should the restart take place (e.g. <now+1h>) ", "now",
                                                "--scheduled TS"))
         plan = msvc.plan_restart(cluster, member_names or [], role, any_member=any_member, pending=pending,
                                  pg_version=pg_version, scheduled_at=when, timeout=timeout, force=force)
         if not force:
             names = ", ".join(plan.members)
             if plan.scheduled_at is not None and pending:
-                _confirm("The nodes needing a restart will be identified at the scheduled time, and might be "
+                ui.confirm("The nodes needing a restart will be identified at the scheduled time, and might be "
                          "different from the ones showing pending restart right now. Is this fine?")
             elif plan.scheduled_at is not None:
-                _confirm(f"Are you sure you want to schedule restart of members {names} at "
+                ui.confirm(f"Are you sure you want to schedule restart of members {names} at "
                          f"{plan.scheduled_at.isoformat()}?")
             else:
-                _confirm(f"Are you sure you want to restart members {names}?")
+                ui.confirm(f"Are you sure you want to restart members {names}?")
             if pg_version is None:
-                version = _prompt("Restart if the PostgreSQL version is less than provided (e.g. 9.5.2) ", "",
+                version = ui.prompt("Restart if the PostgreSQL version is less than provided (e.g. 9.5.2) ", "",
                                   "--pg-version V")
                 if version:
                     plan = msvc.plan_restart(cluster, member_names or [], role, any_member=False, pending=pending,
@@ -287,19 +86,19 @@ def cmd_reload(
     member_names: Annotated[Optional[List[str]], typer.Argument(metavar="[MEMBER_NAMES]...")] = None,
     role: Annotated[str, typer.Option("--role", "-r", metavar="ROLE", help=_ROLE_HELP)] = "any",
     force: Annotated[bool, typer.Option("--force", help="Do not ask for confirmation")] = False,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=_FMT)] = "pretty",
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=ui.FORMAT_HELP)] = "pretty",
 ) -> None:
     """Ask members' agents to reload their configuration (POST /reload)."""
     from ctl.services import maintenance as msvc
     state: AppState = ctx.obj
-    fmt = _fmt(fmt)
-    p = _Printer(fmt)
-    with _json_errors(fmt, "reload", {"cluster": cluster_name, "members": member_names or [], "role": role}):
-        cluster = _read(state, cluster_name)
+    fmt = ui.output_format(fmt)
+    p = ui.Printer(fmt)
+    with ui.json_errors(fmt, "reload", {"cluster": cluster_name, "members": member_names or [], "role": role}):
+        cluster = ui.read_cluster(state, cluster_name)
         p.table(cluster)
         members = msvc.select_members(cluster, member_names or [], role)
         if not force:
-            _confirm(f"Are you sure you want to reload members {', '.join(m.name for m in members)}?")
+            ui.confirm(f"Are you sure you want to reload members {', '.join(m.name for m in members)}?")
         result = msvc.execute_reload(cluster, [m.name for m in members], state.rest, progress=p.line)
     p.result(result, table=False)
 
@@ -313,28 +112,28 @@ def cmd_reinit(
     from_leader: Annotated[bool, typer.Option("--from-leader", help="Copy from the leader, not a replica")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until the member runs again")] = False,
     timeout: Annotated[float, typer.Option("--timeout", metavar="SEC", help="How long --wait waits")] = 600.0,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=_FMT)] = "pretty",
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=ui.FORMAT_HELP)] = "pretty",
 ) -> None:
     """Rebuild replicas' data directories from the leader (POST /reinitialize)."""
     from ctl.services import maintenance as msvc
     state: AppState = ctx.obj
-    fmt = _fmt(fmt)
-    p = _Printer(fmt)
+    fmt = ui.output_format(fmt)
+    p = ui.Printer(fmt)
     names = list(member_names or [])
-    with _json_errors(fmt, "reinit", {"cluster": cluster_name, "members": names}):
-        cluster = _read(state, cluster_name)
+    with ui.json_errors(fmt, "reinit", {"cluster": cluster_name, "members": names}):
+        cluster = ui.read_cluster(state, cluster_name)
         p.table(cluster)
         if not names:
-            if force or not _interactive():
+            if force or not ui.interactive():
                 raise UsageError("name the members to reinitialize (hactl reinit CLUSTER MEMBER...)")
             choices = msvc.reinit_candidates(cluster)
-            names = [_prompt(f"Which member do you want to reinitialize [{', '.join(choices)}]?", "", "MEMBER")]
+            names = [ui.prompt(f"Which member do you want to reinitialize [{', '.join(choices)}]?", "", "MEMBER")]
         members = msvc.select_members(cluster, names, "any")
         if not force:
-            _confirm(f"Are you sure you want to reinitialize members {', '.join(m.name for m in members)}?")
+            ui.confirm(f"Are you sure you want to reinitialize members {', '.join(m.name for m in members)}?")
 
         def cancel(text: str) -> bool:
-            if not _interactive():
+            if not ui.interactive():
                 return False
             return typer.confirm(f"{text}. Do you want to cancel it and reinitialize anyway?", default=False)
 
@@ -349,14 +148,14 @@ def cmd_reinit(
 
 def _pause(state: AppState, cluster_name: Optional[str], pause: bool, wait: bool, timeout: Optional[float],
            fmt: str) -> None:
-    from ctl.services import maintenance as msvc
-    fmt = _fmt(fmt)
-    p = _Printer(fmt)
+    from ctl.services import control as ctrl
+    fmt = ui.output_format(fmt)
+    p = ui.Printer(fmt)
     word = "pause" if pause else "resume"
-    with _json_errors(fmt, word, {"cluster": cluster_name, "wait": wait}):
-        cluster = _read(state, cluster_name)
+    with ui.json_errors(fmt, word, {"cluster": cluster_name, "wait": wait}):
+        cluster = ui.read_cluster(state, cluster_name)
         loop_wait = cluster.config.loop_wait if cluster.config else 10
-        result = msvc.execute_pause(cluster, state.rest, state.dcs, state.namespace, pause=pause, wait=wait,
+        result = ctrl.execute_pause(cluster, state.rest, state.dcs, state.namespace, pause=pause, wait=wait,
                                     timeout=timeout or max(loop_wait * 2 + 5, 10), progress=p.line)
     if fmt == "pretty" and result.ok:
         out(f"Success: {result.message}\n")
@@ -369,7 +168,7 @@ def cmd_pause(
     wait: Annotated[bool, typer.Option("--wait", help="Wait until every member knows")] = False,
     timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="SEC",
                                                      help="How long --wait waits [2*loop_wait+5]")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=_FMT)] = "pretty",
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=ui.FORMAT_HELP)] = "pretty",
 ) -> None:
     """Maintenance mode: no automatic failover or promotion until resume."""
     _pause(ctx.obj, cluster_name, True, wait, timeout, fmt)
@@ -381,7 +180,7 @@ def cmd_resume(
     wait: Annotated[bool, typer.Option("--wait", help="Wait until every member knows")] = False,
     timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="SEC",
                                                      help="How long --wait waits [2*loop_wait+5]")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=_FMT)] = "pretty",
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=ui.FORMAT_HELP)] = "pretty",
 ) -> None:
     """End maintenance mode."""
     _pause(ctx.obj, cluster_name, False, wait, timeout, fmt)
@@ -393,26 +192,27 @@ def cmd_flush(
     args: Annotated[List[str], typer.Argument(metavar="[MEMBER_NAMES]... {restart|switchover}")],
     role: Annotated[str, typer.Option("--role", "-r", metavar="ROLE", help=_ROLE_HELP)] = "any",
     force: Annotated[bool, typer.Option("--force", help="Do not ask for confirmation")] = False,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=_FMT)] = "pretty",
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=ui.FORMAT_HELP)] = "pretty",
 ) -> None:
     """Discard scheduled restarts or a scheduled switchover."""
     from ctl.services import maintenance as msvc
+    from ctl.services import control as ctrl
     state: AppState = ctx.obj
-    fmt = _fmt(fmt)
-    p = _Printer(fmt)
+    fmt = ui.output_format(fmt)
+    p = ui.Printer(fmt)
     if not args or args[-1] not in ("restart", "switchover"):
         raise UsageError("the last argument must be restart or switchover")
     target, names = args[-1], args[:-1]
-    with _json_errors(fmt, "flush", {"cluster": cluster_name, "target": target, "members": names}):
-        cluster = _read(state, cluster_name)
+    with ui.json_errors(fmt, "flush", {"cluster": cluster_name, "target": target, "members": names}):
+        cluster = ui.read_cluster(state, cluster_name)
         if target == "restart":
             p.table(cluster)
             members = msvc.select_members(cluster, names, role)
             if not force:
-                _confirm(f"Are you sure you want to flush members {', '.join(m.name for m in members)}?")
-            result = msvc.execute_flush_restart(cluster, [m.name for m in members], state.rest, progress=p.line)
+                ui.confirm(f"Are you sure you want to flush members {', '.join(m.name for m in members)}?")
+            result = ctrl.execute_flush_restart(cluster, [m.name for m in members], state.rest, progress=p.line)
         else:
-            result = msvc.execute_flush_switchover(cluster, state.rest, state.dcs, state.namespace, progress=p.line)
+            result = ctrl.execute_flush_switchover(cluster, state.rest, state.dcs, state.namespace, progress=p.line)
             if result.outcome != "failed":
                 p.line(result.message)
     p.result(result, table=False)
@@ -429,32 +229,32 @@ def cmd_remove(
     leader: Annotated[Optional[str], typer.Option("--leader", metavar="NAME",
                                                   help="With --yes-i-am-aware on a cluster that has a leader: its "
                                                        "name, as the third confirmation")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=_FMT)] = "pretty",
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=ui.FORMAT_HELP)] = "pretty",
 ) -> None:
     """Delete every key of a cluster from etcd (stop its agents first)."""
-    from ctl.services import maintenance as msvc
+    from ctl.services import control as ctrl
     state: AppState = ctx.obj
-    fmt = _fmt(fmt)
-    p = _Printer(fmt)
-    with _json_errors(fmt, "remove", {"cluster": cluster_name}):
-        cluster = _read(state, cluster_name)
+    fmt = ui.output_format(fmt)
+    p = ui.Printer(fmt)
+    with ui.json_errors(fmt, "remove", {"cluster": cluster_name}):
+        cluster = ui.read_cluster(state, cluster_name)
         p.table(cluster)
         if not yes:
             flags = "--yes-i-am-aware" + (" --leader NAME" if cluster.leader else "")
-            if _prompt("Please confirm the cluster name to remove", "", flags) != cluster_name:
+            if ui.prompt("Please confirm the cluster name to remove", "", flags) != cluster_name:
                 raise Aborted("Cluster names specified do not match")
-            answer = _prompt(f'You are about to remove all information in DCS for {cluster_name}, please type: '
+            answer = ui.prompt(f'You are about to remove all information in DCS for {cluster_name}, please type: '
                              f'"Yes I am aware"', "", flags)
             if answer != "Yes I am aware":
                 raise Aborted('You did not exactly type "Yes I am aware"')
             if cluster.leader is not None and leader is None:
-                leader = _prompt("This cluster currently is healthy. Please specify the leader name to continue",
+                leader = ui.prompt("This cluster currently is healthy. Please specify the leader name to continue",
                                  "", flags)
         elif cluster.leader is not None and leader is None:
             raise Aborted(f"cluster {cluster_name} has a leader ({'healthy' if cluster.leader_member else 'lock held'})"
                           f": pass --leader NAME as well to remove it")
-        msvc.check_leader_name(cluster, leader)
-        result = msvc.execute_remove(cluster, state.dcs, state.namespace)
+        ctrl.check_leader_name(cluster, leader)
+        result = ctrl.execute_remove(cluster, state.dcs, state.namespace)
     if fmt == "pretty":
         out(result.message + "\n")
     p.result(result, table=False)
@@ -489,14 +289,14 @@ def cmd_query(
     if role and member:
         raise UsageError("--role and --member are mutually exclusive options")
     sql = qsvc.read_sql(command, file)
-    cluster = _read(state, cluster_name)
+    cluster = ui.read_cluster(state, cluster_name)
     target = qsvc.pick_member(cluster, role, member)
     su = state.config.postgresql.superuser
     user = username or su.username
     secret: Optional[str] = None
     if password:
-        if not _interactive():
-            raise _no_terminal("--password asks for the password", "the password in PGPASSWORD or ~/.pgpass "
+        if not ui.interactive():
+            raise ui.no_terminal("--password asks for the password", "the password in PGPASSWORD or ~/.pgpass "
                                                                    "instead of --password")
         secret = typer.prompt("Password", hide_input=True, default="", show_default=False) or None
     elif user == su.username:
@@ -506,8 +306,10 @@ def cmd_query(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("switchover")(cmd_switchover)
-    app.command("failover")(cmd_failover)
+    from ctl.cli import switchover
+
+    app.command("switchover")(switchover.cmd_switchover)
+    app.command("failover")(switchover.cmd_failover)
     app.command("restart")(cmd_restart)
     app.command("reload")(cmd_reload)
     app.command("reinit")(cmd_reinit)

@@ -1,4 +1,4 @@
-"""Per-member operations (restart, reload, reinit, flush) and cluster-wide ones (pause/resume, remove).
+"""Per-member operations: restart, reload, reinit (and the role filter they share with flush).
 
 Each returns an OperationResult with one MemberOutcome per member; the command exits 0 only when every member did
 what was asked. Where an agent's answer alone does not prove the change (a restart, a reinit, pause), the result is
@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
-from ctl.dcs import codec, keys
-from ctl.errors import CasFailed, NotFound, Refused, RestError, UsageError
+from ctl.errors import NotFound, Refused, RestError, UsageError
 from ctl.model import Cluster, Member, MemberRole
-from ctl.services.operations import (Dcs, MemberOutcome, OperationResult, Progress, _fresh, _quiet, roles_of)
+from ctl.services.results import Dcs, MemberOutcome, OperationResult, Progress, fresh, quiet, roles_of
 
 ROLES = ("leader", "primary", "standby-leader", "replica", "standby", "any")
 
@@ -60,7 +59,7 @@ def select_members(cluster: Cluster, names: Sequence[str], role: str = "any") ->
     return picked
 
 
-def _summary(result: OperationResult, verb: str) -> OperationResult:
+def summarize(result: OperationResult, verb: str) -> OperationResult:
     """The overall outcome from the members': the worst one wins (failed > unreachable > refused > timeout)."""
     bad = [m for m in result.members if m.outcome not in ("succeeded", "scheduled", "accepted", "nothing to do")]
     if not result.members:
@@ -139,7 +138,7 @@ def _check_version(text: str) -> None:
 
 
 def execute_restart(plan: RestartPlan, cluster: Cluster, rest: Any, dcs: Dcs, namespace: str, *, role: str = "any",
-                    progress: Progress = _quiet, clock: Callable[[], float] = time.monotonic,
+                    progress: Progress = quiet, clock: Callable[[], float] = time.monotonic,
                     sleep: Callable[[float], None] = time.sleep) -> OperationResult:
     """POST /restart to each member in turn; a 200 counts only when GET /patroni then shows a new postmaster."""
     result = OperationResult("restart", plan.requested(role))
@@ -177,11 +176,11 @@ def execute_restart(plan: RestartPlan, cluster: Cluster, rest: Any, dcs: Dcs, na
                 out = MemberOutcome(name, "failed", f"{answer.text} (HTTP {answer.status})", answer.status)
         out.seconds = round(clock() - t0, 3)
         result.members.append(out)
-        progress(_member_line("restart", out))
+        progress(member_line("restart", out))
     result.timings["total"] = clock() - start
-    result.cluster = _fresh(dcs, namespace, plan.scope)
+    result.cluster = fresh(dcs, namespace, plan.scope)
     result.final_roles = roles_of(result.cluster)
-    return _summary(result, "restart")
+    return summarize(result, "restart")
 
 
 def _start_time(rest: Any, m: Member, retries: int = 1) -> str | None:
@@ -214,7 +213,7 @@ def _new_start_time(rest: Any, m: Member, before: str | None, settle: float, clo
         sleep(0.25)
 
 
-def _member_line(verb: str, out: MemberOutcome) -> str:
+def member_line(verb: str, out: MemberOutcome) -> str:
     if out.outcome in ("succeeded", "scheduled", "accepted"):
         return f"Success: {out.message}"
     if out.outcome == "nothing to do":
@@ -225,7 +224,7 @@ def _member_line(verb: str, out: MemberOutcome) -> str:
 # ----------------------------------------------------------------------------------------------- reload
 
 
-def execute_reload(cluster: Cluster, names: Sequence[str], rest: Any, *, progress: Progress = _quiet,
+def execute_reload(cluster: Cluster, names: Sequence[str], rest: Any, *, progress: Progress = quiet,
                    clock: Callable[[], float] = time.monotonic) -> OperationResult:
     """POST /reload to each member (202: queued, 200: nothing to apply)."""
     result = OperationResult("reload", {"cluster": cluster.scope, "members": list(names)})
@@ -248,9 +247,9 @@ def execute_reload(cluster: Cluster, names: Sequence[str], rest: Any, *, progres
                 kind = "refused" if 400 <= answer.status < 500 else "failed"
                 out = MemberOutcome(name, kind, f"{answer.text} (HTTP {answer.status})", answer.status)
         result.members.append(out)
-        progress(out.message if out.outcome in ("accepted", "nothing to do") else _member_line("reload", out))
+        progress(out.message if out.outcome in ("accepted", "nothing to do") else member_line("reload", out))
     result.timings["total"] = clock() - start
-    return _summary(result, "reload")
+    return summarize(result, "reload")
 
 
 # ----------------------------------------------------------------------------------------------- reinit
@@ -262,7 +261,7 @@ def reinit_candidates(cluster: Cluster) -> list[str]:
 
 def execute_reinit(cluster: Cluster, names: Sequence[str], rest: Any, *, force: bool, from_leader: bool,
                    wait: bool, timeout: float, confirm_cancel: Callable[[str], bool] = lambda _: False,
-                   progress: Progress = _quiet, clock: Callable[[], float] = time.monotonic,
+                   progress: Progress = quiet, clock: Callable[[], float] = time.monotonic,
                    sleep: Callable[[float], None] = time.sleep) -> OperationResult:
     """POST /reinitialize to each replica; with `wait`, until each runs again on a new postmaster."""
     result = OperationResult("reinit", {"cluster": cluster.scope, "members": list(names), "force": force,
@@ -275,7 +274,7 @@ def execute_reinit(cluster: Cluster, names: Sequence[str], rest: Any, *, force: 
         if _is_leader(cluster, m):
             out = MemberOutcome(name, "refused", f"{name} is the leader; only replicas can be reinitialized")
             result.members.append(out)
-            progress(_member_line("reinitialize", out))
+            progress(member_line("reinitialize", out))
             continue
         try:
             before = _start_time(rest, m)
@@ -293,7 +292,7 @@ def execute_reinit(cluster: Cluster, names: Sequence[str], rest: Any, *, force: 
                 kind = "refused" if answer.status in (400, 401, 403, 503) else "failed"
                 out = MemberOutcome(name, kind, f"{answer.text} (HTTP {answer.status})", answer.status)
         result.members.append(out)
-        progress(_member_line("reinitialize", out))
+        progress(member_line("reinitialize", out))
     if wait and started:
         progress("Waiting for reinitialize to complete on: " + ", ".join(started))
         deadline = clock() + timeout
@@ -322,175 +321,4 @@ def execute_reinit(cluster: Cluster, names: Sequence[str], rest: Any, *, force: 
             out = next(o for o in result.members if o.member == name)
             out.outcome, out.message = "timeout", f"{name} is not running on a new data directory after {timeout:g}s"
     result.timings["total"] = clock() - start
-    return _summary(result, "reinitialize")
-
-
-# ----------------------------------------------------------------------------------------------- pause/resume
-
-
-def _leader_first(cluster: Cluster) -> list[Member]:
-    leader = cluster.leader_member
-    rest = [m for m in cluster.members if m.api_url and m is not leader]
-    return ([leader] if leader is not None and leader.api_url else []) + rest
-
-
-def execute_pause(cluster: Cluster, rest: Any, dcs: Dcs, namespace: str, *, pause: bool, wait: bool,
-                  timeout: float, progress: Progress = _quiet, clock: Callable[[], float] = time.monotonic,
-                  sleep: Callable[[float], None] = time.sleep) -> OperationResult:
-    """PATCH /config {"pause": true|null} on the leader, else another member; then check the config key in etcd
-    and, with `wait`, every member key.
-
-    Raises:
-        Refused: already in the requested state.
-    """
-    word = "pause" if pause else "resume"
-    if cluster.is_paused == pause:
-        raise Refused("Cluster is already paused" if pause else "Cluster is not paused")
-    result = OperationResult(word, {"cluster": cluster.scope, "wait": wait})
-    start = clock()
-    answer = None
-    for m in _leader_first(cluster):
-        try:
-            answer = rest.patch_config(m, {"pause": True if pause else None})
-        except RestError as exc:
-            result.notes.append(f"Member {m.name} is not accessible: {exc}")
-            progress(f"Warning: {result.notes[-1]}")
-            continue
-        result.requested["via"] = m.name
-        break
-    if answer is None:
-        result.outcome, result.message = "unreachable", "Can not find accessible cluster member"
-        return result
-    if answer.status != 200:
-        result.outcome = "refused" if answer.status in (400, 401, 403, 409, 412) else "failed"
-        result.message = f"{word} cluster management: HTTP {answer.status}, ({answer.text})"
-        return result
-    fresh = _fresh(dcs, namespace, cluster.scope)
-    if fresh is None or fresh.is_paused != pause:
-        result.outcome = "unknown" if fresh is None else "failed"
-        result.message = f"the agent answered 200 but the config key in etcd does not say pause: {pause}"
-        return result
-    result.timings["config"] = clock() - start
-    if wait:
-        progress(f"'{word}' request sent, waiting until it is recognized by all nodes")
-        deadline = clock() + timeout
-        while True:
-            fresh = _fresh(dcs, namespace, cluster.scope)
-            lagging = [m.name for m in (fresh.members if fresh else ()) if m.pause != pause]
-            if fresh is not None and not lagging:
-                break
-            if clock() >= deadline:
-                result.outcome = "timeout"
-                result.message = (f"{len(lagging)} members didn't recognize the {word} state after {timeout:g} "
-                                  f"seconds: {', '.join(lagging)}")
-                result.timings["total"] = clock() - start
-                return result
-            sleep(0.25)
-        result.timings["recognized"] = clock() - start
-    result.outcome = "succeeded"
-    result.message = f"cluster management is {'paused' if pause else 'resumed'}"
-    result.timings["total"] = clock() - start
-    result.cluster = fresh
-    result.final_roles = roles_of(fresh)
-    return result
-
-
-# ----------------------------------------------------------------------------------------------- flush
-
-
-def execute_flush_restart(cluster: Cluster, names: Sequence[str], rest: Any, *,
-                          progress: Progress = _quiet) -> OperationResult:
-    """DELETE /restart on each member that has a scheduled restart."""
-    result = OperationResult("flush", {"cluster": cluster.scope, "target": "restart", "members": list(names)})
-    for name in names:
-        m = cluster.member(name)
-        assert m is not None
-        if not m.scheduled_restart:
-            out = MemberOutcome(name, "nothing to do", f"No scheduled restart for member {name}")
-        else:
-            try:
-                answer = rest.delete_restart(m)
-            except RestError as exc:
-                out = MemberOutcome(name, "unreachable", str(exc))
-            else:
-                if answer.status == 200:
-                    out = MemberOutcome(name, "succeeded", f"flush scheduled restart for member {name}", 200)
-                elif answer.status == 404:
-                    out = MemberOutcome(name, "nothing to do", f"No scheduled restart for member {name} "
-                                                               f"(it ran or was flushed meanwhile)", 404)
-                else:
-                    out = MemberOutcome(name, "failed", f"{answer.text} (HTTP {answer.status})", answer.status)
-        result.members.append(out)
-        progress(_member_line("flush scheduled restart", out))
-    return _summary(result, "flush restart")
-
-
-def execute_flush_switchover(cluster: Cluster, rest: Any, dcs: Dcs, namespace: str, *,
-                             progress: Progress = _quiet) -> OperationResult:
-    """DELETE /switchover on the leader, then the others; when none answers, clear the key with compare-and-set."""
-    result = OperationResult("flush", {"cluster": cluster.scope, "target": "switchover"})
-    fo = cluster.failover
-    if fo is None or not fo.scheduled_at:
-        result.outcome, result.message = "nothing to do", "No pending scheduled switchover"
-        return result
-    for m in _leader_first(cluster):
-        try:
-            answer = rest.delete_switchover(m)
-        except RestError as exc:
-            result.notes.append(f"{m.name}: {exc}")
-            continue
-        if answer.status == 200:
-            result.outcome, result.message = "succeeded", "Success: scheduled switchover deleted"
-            break
-        if answer.status == 404:
-            result.outcome, result.message = "nothing to do", "Failed: no switchover is scheduled"
-            break
-        result.notes.append(f"{m.name}: HTTP {answer.status} {answer.text}")
-    else:
-        progress(f"Could not find any accessible member of cluster {cluster.scope}: clearing the failover key "
-                 f"with compare-and-set")
-        try:
-            dcs.put(keys.key(namespace, cluster.scope, keys.FAILOVER), codec.encode_failover(None, None),
-                    mod_revision=fo.mod_revision)
-        except CasFailed:
-            result.outcome = "failed"
-            result.message = "the failover key changed since it was read; not cleared (run flush again)"
-            return result
-        result.outcome, result.message = "succeeded", "scheduled switchover deleted from etcd"
-    if result.outcome == "succeeded":
-        fresh = _fresh(dcs, namespace, cluster.scope)
-        if fresh is not None and fresh.failover is not None and fresh.failover.scheduled_at:
-            result.outcome, result.message = "failed", "the failover key still holds a scheduled switchover"
-        result.cluster = fresh
-    return result
-
-
-# ----------------------------------------------------------------------------------------------- remove
-
-
-def execute_remove(cluster: Cluster, dcs: Any, namespace: str) -> OperationResult:
-    """Delete every key of the cluster, then check that nothing is left.
-
-    Raises:
-        DcsError, DcsUnavailable: from the gateway.
-    """
-    result = OperationResult("remove", {"cluster": cluster.scope})
-    deleted = dcs.delete_prefix(keys.cluster_prefix(namespace, cluster.scope))
-    left = _fresh(dcs, namespace, cluster.scope)
-    if left is not None and left.is_empty:
-        result.outcome, result.message = "succeeded", f"removed cluster {cluster.scope}: {deleted} keys deleted"
-    elif left is None:
-        result.outcome, result.message = "unknown", f"{deleted} keys deleted; cannot read etcd to check"
-    else:
-        # a live agent writes its member key again at once: say so rather than claim the cluster is gone
-        result.outcome = "failed"
-        result.message = (f"{deleted} keys deleted, but keys came back ({', '.join(m.name for m in left.members)}"
-                          f"): stop the agents first")
-    return result
-
-
-def check_leader_name(cluster: Cluster, given: str | None) -> None:
-    """Raises: Refused when the cluster has a leader and `given` is not its name."""
-    if cluster.leader is not None and given != cluster.leader.name:
-        raise Refused("This cluster currently is healthy: the leader name given does not match")
-
+    return summarize(result, "reinitialize")

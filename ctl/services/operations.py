@@ -9,104 +9,19 @@ leader is a replica or stopped. Prompts and --force stay in the CLI; nothing her
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ctl.dcs import codec, keys
-from ctl.errors import (CasFailed, CtlError, ExitCode, NotFound, Refused, RestError, UsageError)
+from ctl.errors import CasFailed, CtlError, NotFound, Refused, RestError, UsageError
 from ctl.model import Cluster, Member
+from ctl.services.results import Dcs, OperationResult, Progress, fresh, quiet, roles_of
 
 _LEADER_ROLES = ("primary", "master", "standby_leader")
 _POLL = 0.25  # seconds between DCS reads while verifying
 _CAS_ATTEMPTS = 3
 _STREAMING_GRACE = 3.0  # seconds to wait, once the new leader is verified, for the old one to be seen streaming
-
-Progress = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    return None
-
-
-# ----------------------------------------------------------------------------------------------- results
-
-
-OUTCOME_CODES = {
-    "succeeded": ExitCode.OK,
-    "scheduled": ExitCode.OK,
-    "accepted": ExitCode.OK,
-    "nothing to do": ExitCode.OK,
-    "refused": ExitCode.REFUSED,
-    "failed": ExitCode.FAILED,
-    "timeout": ExitCode.TIMEOUT,
-    "unknown": ExitCode.UNKNOWN,
-    "unreachable": ExitCode.REST_UNAVAILABLE,
-}
-
-
-@dataclass
-class MemberOutcome:
-    """What one member answered to a per-member request (restart, reload, reinit, flush)."""
-
-    member: str
-    outcome: str
-    message: str
-    status: int | None = None
-    seconds: float | None = None
-
-
-@dataclass
-class OperationResult:
-    """What was asked, what happened, how long it took and the roles afterwards; `-f json` prints it as is."""
-
-    command: str
-    requested: dict[str, Any]
-    outcome: str = "unknown"
-    message: str = ""
-    timings: dict[str, float] = field(default_factory=dict)
-    final_roles: dict[str, dict[str, Any]] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    members: list[MemberOutcome] = field(default_factory=list)
-    cluster: Cluster | None = field(default=None, repr=False)  # a fresh read after the outcome, for the table
-
-    @property
-    def exit_code(self) -> ExitCode:
-        return OUTCOME_CODES.get(self.outcome, ExitCode.UNKNOWN)
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == ExitCode.OK
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"command": self.command, "requested": self.requested, "outcome": self.outcome,
-                               "ok": self.ok, "exit_code": int(self.exit_code), "message": self.message,
-                               "timings": {k: round(v, 3) for k, v in self.timings.items()},
-                               "final_roles": self.final_roles}
-        if self.notes:
-            out["notes"] = self.notes
-        if self.members:
-            out["members"] = [{k: v for k, v in vars(m).items() if v is not None} for m in self.members]
-        return out
-
-
-def roles_of(cluster: Cluster | None) -> dict[str, dict[str, Any]]:
-    """{member: {role, state, timeline, lag}} as `list` derives them, for the JSON result."""
-    if cluster is None:
-        return {}
-    out = {}
-    optime = cluster.optime
-    for m in cluster.members:
-        role = cluster.cluster_role(m).value
-        entry: dict[str, Any] = {"role": role, "state": (m.replication_state if role not in
-                                                         ("leader", "standby_leader") else None) or m.state}
-        if m.timeline is not None:
-            entry["timeline"] = m.timeline
-        if role not in ("leader", "standby_leader") and optime is not None and m.lsn is not None:
-            entry["lag_bytes"] = max(optime - m.lsn, 0)
-        out[m.name] = entry
-    return out
-
 
 # ----------------------------------------------------------------------------------------------- plans
 
@@ -286,11 +201,6 @@ def _truthy(value: Any) -> bool:
 # ----------------------------------------------------------------------------------------------- execution
 
 
-class Dcs(Protocol):
-    def get_cluster(self, namespace: str, scope: str) -> Cluster: ...
-
-    def put(self, key: str, value: str, *, mod_revision: int | None = None, create: bool = False) -> int: ...
-
 
 def _classify(status: int, text: str) -> str:
     """Patroni's answers to POST /switchover|/failover -> an outcome."""
@@ -330,7 +240,7 @@ def write_failover_key(dcs: Dcs, namespace: str, plan: SwitchoverPlan, cluster: 
 
 
 def execute_switchover(plan: SwitchoverPlan, cluster: Cluster, dcs: Dcs, rest: Any, namespace: str, *,
-                       wait: bool = True, timeout: float = 60.0, progress: Progress = _quiet,
+                       wait: bool = True, timeout: float = 60.0, progress: Progress = quiet,
                        clock: Callable[[], float] = time.monotonic,
                        sleep: Callable[[float], None] = time.sleep) -> OperationResult:
     """POST the request to the leader (a leaderless failover: to the candidate), fall back to the failover key
@@ -380,7 +290,7 @@ def execute_switchover(plan: SwitchoverPlan, cluster: Cluster, dcs: Dcs, rest: A
         if not wait:
             result.outcome = "accepted" if outcome == "succeeded" else "unknown"
             result.message = f"{answer.text} (not verified: --no-wait)"
-            result.cluster = _fresh(dcs, namespace, plan.scope)
+            result.cluster = fresh(dcs, namespace, plan.scope)
             result.final_roles = roles_of(result.cluster)
             return result
     elif plan.scheduled_at is not None:
@@ -388,7 +298,7 @@ def execute_switchover(plan: SwitchoverPlan, cluster: Cluster, dcs: Dcs, rest: A
     elif not wait:
         result.outcome = "accepted" if via_dcs else "unknown"
         result.message = "failover key written (not verified: --no-wait)" if via_dcs else "no answer (--no-wait)"
-        result.cluster = _fresh(dcs, namespace, plan.scope)
+        result.cluster = fresh(dcs, namespace, plan.scope)
         result.final_roles = roles_of(result.cluster)
         return result
     return verify_leader_change(result, plan, dcs, rest, namespace, start=start, deadline=deadline,
@@ -401,16 +311,10 @@ def _unreachable(message: str) -> RestError:
     return RestUnreachable(message)
 
 
-def _fresh(dcs: Dcs, namespace: str, scope: str) -> Cluster | None:
-    try:
-        return dcs.get_cluster(namespace, scope)
-    except CtlError:
-        return None
-
 
 def _verify_scheduled(result: OperationResult, plan: SwitchoverPlan, dcs: Dcs, namespace: str, start: float,
                       clock: Callable[[], float]) -> OperationResult:
-    cluster = _fresh(dcs, namespace, plan.scope)
+    cluster = fresh(dcs, namespace, plan.scope)
     result.cluster = cluster
     result.final_roles = roles_of(cluster)
     result.timings["total"] = clock() - start
@@ -511,7 +415,7 @@ def verify_leader_change(result: OperationResult, plan: SwitchoverPlan, dcs: Dcs
 def _finish(result: OperationResult, dcs: Dcs, namespace: str, scope: str, start: float,
             clock: Callable[[], float]) -> OperationResult:
     result.timings["total"] = clock() - start
-    result.cluster = _fresh(dcs, namespace, scope)
+    result.cluster = fresh(dcs, namespace, scope)
     result.final_roles = roles_of(result.cluster)
     return result
 

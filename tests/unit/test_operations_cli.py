@@ -20,6 +20,7 @@ from ctl.restclient import RestClient
 from ctl.services import maintenance as msvc
 from ctl.services import operations as osvc
 from ctl.services.query import QueryResult, read_sql
+from ctl.services.results import OperationResult
 
 CONFIG = build({"scope": "demo", "etcd3": {"hosts": ["127.0.0.1:2379"]}}, "test.yml")
 PORTS = {"node1": 8008, "node2": 8009, "node3": 8010}
@@ -537,13 +538,13 @@ def test_query_argument_rules() -> None:
 def test_result_exit_codes() -> None:
     for outcome, code in [("succeeded", 0), ("scheduled", 0), ("refused", 7), ("failed", 1), ("timeout", 8),
                           ("unknown", 9), ("unreachable", 10)]:
-        assert osvc.OperationResult("x", {}, outcome).exit_code == code
+        assert OperationResult("x", {}, outcome).exit_code == code
 
 
 def test_interactive_switchover_asks_patronictls_questions_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ctl.cli import operations as cli_ops
+    from ctl.cli import interaction
 
-    monkeypatch.setattr(cli_ops, "_interactive", lambda: True)  # CliRunner's stdin is no terminal
+    monkeypatch.setattr(interaction, "interactive", lambda: True)  # CliRunner's stdin is no terminal
     seen: list = []
     rest = members_api({("node1", "POST", "/switchover"): httpx.Response(200, text="ok")}, seen)
     r = run(["switchover"], ScriptedDcs(cluster(), AFTER), rest, stdin="\nnode2\n\ny\n")
