@@ -33,7 +33,7 @@ declare -gA _hactl_options=(
     ['hactl demo up']='--dir --help --nodes --timeout -h'
     ['hactl demo down']='--dir --help --purge -h'
 )
-# Options that take a value, and what completes it: choice:A,B,.. clusters members file dir any.
+# Options that take a value, and what completes it: choice:A,B,.. clusters members[:A,B,..] file dir any.
 declare -gA _hactl_values=(
     ['hactl|-c']='file'
     ['hactl|--config-file']='file'
@@ -145,7 +145,7 @@ declare -gA _hactl_args=(
     ['hactl reinit']='clusters members*'
     ['hactl pause']='clusters'
     ['hactl resume']='clusters'
-    ['hactl flush']='clusters members*'
+    ['hactl flush']='clusters members:restart,switchover*'
     ['hactl remove']='clusters'
     ['hactl query']='clusters'
     ['hactl edit-config']='clusters'
@@ -171,7 +171,7 @@ _hactl_names() {
 
 _hactl() {
     local -a _hactl_w=() _hactl_g=() kinds=()
-    local _hactl_cur="" path="hactl" pending="" cluster="" kind="" w i npos=0 nkinds
+    local _hactl_cur="" path="hactl" pending="" cluster="" kind="" extra="" w i npos=0 nkinds
     COMPREPLY=()
     if [[ -n ${COMP_LINE-} ]]; then
         _hactl_words
@@ -230,8 +230,10 @@ _hactl() {
     fi
     case "$kind" in
         choice:*) kind="${kind#choice:}"; COMPREPLY=($(compgen -W "${kind//,/ }" -- "$_hactl_cur")) ;;
-        clusters) COMPREPLY=($(compgen -W "$(_hactl_names clusters)" -- "$_hactl_cur")) ;;
-        members) COMPREPLY=($(compgen -W "$(_hactl_names members ${cluster:+"$cluster"})" -- "$_hactl_cur")) ;;
+        clusters*) extra="${kind#clusters}"; extra="${extra#:}"
+            COMPREPLY=($(compgen -W "$(_hactl_names clusters) ${extra//,/ }" -- "$_hactl_cur")) ;;
+        members*) extra="${kind#members}"; extra="${extra#:}"
+            COMPREPLY=($(compgen -W "$(_hactl_names members ${cluster:+"$cluster"}) ${extra//,/ }" -- "$_hactl_cur")) ;;
         file) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$_hactl_cur")) ;;
         dir) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$_hactl_cur")) ;;
     esac

@@ -5,7 +5,7 @@
 
 set -g __hactl_subcommands 'hactl|list' 'hactl|topology' 'hactl|history' 'hactl|show-config' 'hactl|dsn' 'hactl|version' 'hactl|switchover' 'hactl|failover' 'hactl|restart' 'hactl|reload' 'hactl|reinit' 'hactl|pause' 'hactl|resume' 'hactl|flush' 'hactl|remove' 'hactl|query' 'hactl|agent' 'hactl|edit-config' 'hactl|demo' 'hactl demo|up' 'hactl demo|down'
 set -g __hactl_valued 'hactl|-c' 'hactl|--config-file' 'hactl|-d' 'hactl|--dcs-url' 'hactl|--dcs' 'hactl|--timeout' 'hactl|--color' 'hactl list|-f' 'hactl list|--format' 'hactl list|-w' 'hactl list|--watch' 'hactl topology|-f' 'hactl topology|--format' 'hactl topology|-w' 'hactl topology|--watch' 'hactl history|-f' 'hactl history|--format' 'hactl show-config|-f' 'hactl show-config|--format' 'hactl show-config|--effective' 'hactl dsn|-r' 'hactl dsn|--role' 'hactl dsn|-m' 'hactl dsn|--member' 'hactl dsn|-f' 'hactl dsn|--format' 'hactl version|-f' 'hactl version|--format' 'hactl switchover|--leader' 'hactl switchover|--primary' 'hactl switchover|--candidate' 'hactl switchover|--scheduled' 'hactl switchover|--timeout' 'hactl switchover|-f' 'hactl switchover|--format' 'hactl failover|--candidate' 'hactl failover|--timeout' 'hactl failover|-f' 'hactl failover|--format' 'hactl restart|-r' 'hactl restart|--role' 'hactl restart|--scheduled' 'hactl restart|--pg-version' 'hactl restart|--timeout' 'hactl restart|-f' 'hactl restart|--format' 'hactl reload|-r' 'hactl reload|--role' 'hactl reload|-f' 'hactl reload|--format' 'hactl reinit|--timeout' 'hactl reinit|-f' 'hactl reinit|--format' 'hactl pause|--timeout' 'hactl pause|-f' 'hactl pause|--format' 'hactl resume|--timeout' 'hactl resume|-f' 'hactl resume|--format' 'hactl flush|-r' 'hactl flush|--role' 'hactl flush|-f' 'hactl flush|--format' 'hactl remove|--leader' 'hactl remove|-f' 'hactl remove|--format' 'hactl query|-r' 'hactl query|--role' 'hactl query|-m' 'hactl query|--member' 'hactl query|-d' 'hactl query|--dbname' 'hactl query|-U' 'hactl query|--username' 'hactl query|--format' 'hactl query|-f' 'hactl query|--file' 'hactl query|-c' 'hactl query|--command' 'hactl query|--delimiter' 'hactl agent|-c' 'hactl agent|--config-file' 'hactl agent|--user' 'hactl agent|--log-file' 'hactl edit-config|-s' 'hactl edit-config|--set' 'hactl edit-config|-p' 'hactl edit-config|--pg' 'hactl edit-config|--apply' 'hactl edit-config|--replace' 'hactl demo up|--nodes' 'hactl demo up|--dir' 'hactl demo up|--timeout' 'hactl demo down|--dir'
-set -g __hactl_args 'hactl list|clusters*' 'hactl topology|clusters*' 'hactl history|clusters' 'hactl show-config|clusters' 'hactl dsn|clusters' 'hactl version|clusters members*' 'hactl switchover|clusters' 'hactl failover|clusters' 'hactl restart|clusters members*' 'hactl reload|clusters members*' 'hactl reinit|clusters members*' 'hactl pause|clusters' 'hactl resume|clusters' 'hactl flush|clusters members*' 'hactl remove|clusters' 'hactl query|clusters' 'hactl edit-config|clusters'
+set -g __hactl_args 'hactl list|clusters*' 'hactl topology|clusters*' 'hactl history|clusters' 'hactl show-config|clusters' 'hactl dsn|clusters' 'hactl version|clusters members*' 'hactl switchover|clusters' 'hactl failover|clusters' 'hactl restart|clusters members*' 'hactl reload|clusters members*' 'hactl reinit|clusters members*' 'hactl pause|clusters' 'hactl resume|clusters' 'hactl flush|clusters members:restart,switchover*' 'hactl remove|clusters' 'hactl query|clusters' 'hactl edit-config|clusters'
 
 # Walks the tokens before the cursor: sets __hactl_path (e.g. "hactl demo up"), __hactl_npos (positional arguments
 # so far), __hactl_cluster (the first one) and __hactl_g (global options to pass on to `hactl _complete`).
@@ -59,16 +59,19 @@ function __hactl_names
     command $prog $__hactl_g _complete $argv 2>/dev/null </dev/null
 end
 
+# $argv: a kind (clusters, members, choice:A,B; clusters/members may carry :A,B words too) and the cluster.
 function __hactl_values
     switch $argv[1]
-        case clusters
+        case 'clusters*'
             __hactl_names clusters
-        case members
+            string split , -- (string replace -r '^clusters:?' '' -- $argv[1])
+        case 'members*'
             if test -n "$argv[2]"
                 __hactl_names members $argv[2]
             else
                 __hactl_names members
             end
+            string split , -- (string replace -r '^members:?' '' -- $argv[1])
         case 'choice:*'
             string split , -- (string replace 'choice:' '' -- $argv[1])
         case file

@@ -37,6 +37,8 @@ def _kind(value: Value | None) -> str:
         return ""
     if value.kind == "choice":
         return "choice:" + ",".join(value.choices)
+    if value.choices:  # clusters/members plus fixed words: members:restart,switchover
+        return value.kind + ":" + ",".join(value.choices)
     return value.kind
 
 
@@ -84,7 +86,7 @@ _hactl_names() {
 
 _hactl() {
     local -a _hactl_w=() _hactl_g=() kinds=()
-    local _hactl_cur="" path="hactl" pending="" cluster="" kind="" w i npos=0 nkinds
+    local _hactl_cur="" path="hactl" pending="" cluster="" kind="" extra="" w i npos=0 nkinds
     COMPREPLY=()
     if [[ -n ${COMP_LINE-} ]]; then
         _hactl_words
@@ -143,8 +145,10 @@ _hactl() {
     fi
     case "$kind" in
         choice:*) kind="${kind#choice:}"; COMPREPLY=($(compgen -W "${kind//,/ }" -- "$_hactl_cur")) ;;
-        clusters) COMPREPLY=($(compgen -W "$(_hactl_names clusters)" -- "$_hactl_cur")) ;;
-        members) COMPREPLY=($(compgen -W "$(_hactl_names members ${cluster:+"$cluster"})" -- "$_hactl_cur")) ;;
+        clusters*) extra="${kind#clusters}"; extra="${extra#:}"
+            COMPREPLY=($(compgen -W "$(_hactl_names clusters) ${extra//,/ }" -- "$_hactl_cur")) ;;
+        members*) extra="${kind#members}"; extra="${extra#:}"
+            COMPREPLY=($(compgen -W "$(_hactl_names members ${cluster:+"$cluster"}) ${extra//,/ }" -- "$_hactl_cur")) ;;
         file) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$_hactl_cur")) ;;
         dir) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$_hactl_cur")) ;;
     esac
@@ -178,7 +182,7 @@ def bash(tree: CommandSpec) -> str:
            "declare -gA _hactl_commands=(\n", "\n".join(commands), "\n)\n",
            "# Options of each command path.\n",
            "declare -gA _hactl_options=(\n", "\n".join(options), "\n)\n",
-           "# Options that take a value, and what completes it: choice:A,B,.. clusters members file dir any.\n",
+           "# Options that take a value, and what completes it: choice:A,B,.. clusters members[:A,B,..] file dir any.\n",
            "declare -gA _hactl_values=(\n", "\n".join(values), "\n)\n",
            "# Positional arguments in order; a trailing * repeats.\n",
            "declare -gA _hactl_args=(\n", "\n".join(args), "\n)\n",
@@ -199,7 +203,10 @@ def _zsh_action(value: Value | None, metavar: str | None) -> str:
     actions = {"clusters": "_hactl_clusters", "members": "_hactl_members", "file": "_files", "dir": "_files -/"}
     if value.kind == "choice":
         return f":{label}:({' '.join(value.choices)})"
-    return f":{label}:{actions.get(value.kind, ' ')}"
+    action = actions.get(value.kind, " ")
+    if value.kind in ("clusters", "members") and value.choices:
+        action = f"{{{action}; compadd -- {' '.join(value.choices)}}}"
+    return f":{label}:{action}"
 
 
 def _zsh_escape(text: str) -> str:
@@ -363,16 +370,19 @@ function __hactl_names
     command $prog $__hactl_g _complete $argv 2>/dev/null </dev/null
 end
 
+# $argv: a kind (clusters, members, choice:A,B; clusters/members may carry :A,B words too) and the cluster.
 function __hactl_values
     switch $argv[1]
-        case clusters
+        case 'clusters*'
             __hactl_names clusters
-        case members
+            string split , -- (string replace -r '^clusters:?' '' -- $argv[1])
+        case 'members*'
             if test -n "$argv[2]"
                 __hactl_names members $argv[2]
             else
                 __hactl_names members
             end
+            string split , -- (string replace -r '^members:?' '' -- $argv[1])
         case 'choice:*'
             string split , -- (string replace 'choice:' '' -- $argv[1])
         case file

@@ -121,9 +121,13 @@ def _arguments(cmd: CommandSpec) -> str:
         what = kinds.get(arg.value.kind, "a value")
         if arg.value.kind == "choice":
             what = "one of " + ", ".join(arg.value.choices)
+        elif arg.required and arg.value.kind == "clusters":
+            what = "a cluster name"
         note = "; repeatable" if arg.variadic else ""
+        if arg.value.kind != "choice" and arg.value.choices:
+            note += "; then " + " or ".join(arg.value.choices)
         note += "; required" if arg.required else ""
-        out.append(f".TP\n\\fI{esc(arg.metavar.upper())}\\fR\n{esc(what + note)}.\n")
+        out.append(f".TP\n\\fI{esc(arg.metavar)}\\fR\n{esc(what + note)}.\n")
     return "".join(out)
 
 

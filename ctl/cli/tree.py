@@ -27,6 +27,7 @@ class Value:
     """What an option value or a positional argument completes to.
 
     kind: "choice" (the fixed `choices`), "clusters", "members" (from etcd), "file", "dir", or "any" (nothing).
+    For clusters and members, `choices` are words offered as well (flush's `restart|switchover` after its members).
     """
 
     kind: str
@@ -92,10 +93,12 @@ def _value_of(param: Any, opts: tuple[str, ...] = ()) -> Value:
     metavar = (getattr(param, "metavar", None) or "").lower()
     if hasattr(ptype, "file_okay"):  # typer's TyperPath
         return Value("dir" if not ptype.file_okay else "file")
+    # A metavar like `[MEMBER_NAMES]... {restart|switchover}` names words that may follow the names.
+    extra = tuple(w for group in re.findall(r"\{([\w|-]+)\}", metavar) if "|" in group for w in group.split("|"))
     if "cluster" in name or "cluster" in metavar:
-        return Value("clusters")
+        return Value("clusters", extra)
     if any(w in name or w in metavar for w in _MEMBER_WORDS):
-        return Value("members")
+        return Value("members", extra)
     if name in ("dir", "directory") or metavar in ("dir", "directory"):
         return Value("dir")
     if "file" in name or metavar in ("path", "file"):
@@ -138,7 +141,8 @@ def _spec(cmd: Any, path: tuple[str, ...], ctx: Any) -> CommandSpec:
                 envvar=param.envvar if isinstance(param.envvar, str) and param.show_envvar else None,
                 secondary=tuple(param.secondary_opts), required=bool(param.required)))
         elif isinstance(param, TyperArgument):
-            metavar = (param.metavar or param.name.upper()).strip("[].")
+            metavar = re.sub(r"[\[\]]|\.\.\.", "", param.metavar or param.name.upper()).strip()
+            metavar = metavar.upper() if re.fullmatch(r"[a-z_]+", metavar) else metavar
             arguments.append(ArgumentSpec(name=param.name, metavar=metavar, value=_value_of(param),
                                           variadic=param.nargs == -1, required=param.required))
     subs: list[CommandSpec] = []

@@ -134,6 +134,7 @@ def test_bash_completes_cluster_and_member_names_from_etcd(etcd, namespace, tmp_
     assert bash_complete(f"{c} switchover demo --candidate node2", hactl_bin) == ["node2"]
     assert bash_complete(f"{c} dsn -m ", hactl_bin) == ["node1", "node2", "node3"]  # the configured scope
     assert bash_complete(f"{c} restart other ", hactl_bin) == bash_complete(f"{c} version other ", hactl_bin)
+    assert bash_complete(f"{c} flush demo ", hactl_bin) == ["node1", "node2", "node3", "restart", "switchover"]
     # --dcs-url on the command line is passed on, as is the namespace of the file
     url = f"etcd3://{etcd.hostport}{namespace}"
     assert bash_complete(f"hactl --dcs-url {url} history ", hactl_bin) == ["demo", "other"]
@@ -160,6 +161,8 @@ def test_fish_completes_commands_values_and_members(etcd, namespace, tmp_path, h
     assert fish_complete(f"hactl -c {config} list ", hactl_bin) == ["demo"]
     assert fish_complete(f"hactl -c {config} version demo ", hactl_bin) == ["node1", "node2", "node3"]
     assert fish_complete(f"hactl -c {config} dsn --member ", hactl_bin) == ["node1", "node2", "node3"]
+    assert sorted(fish_complete(f"hactl -c {config} flush demo node1 ", hactl_bin)) == [
+        "node1", "node2", "node3", "restart", "switchover"]
 
 
 def test_zsh_completion_loads_into_compinit(tmp_path, hactl_bin) -> None:
@@ -229,6 +232,8 @@ def test_zsh_completes_commands_values_and_members(etcd, namespace, tmp_path, ha
     assert zsh_complete(f"hactl -c {config} dsn -m ", hactl_bin, str(fpath)) == ["node1", "node2", "node3"]
     assert zsh_complete(f"hactl -c {config} switchover demo --candidate ", hactl_bin,
                         str(fpath)) == ["node1", "node2", "node3"]
+    assert zsh_complete(f"hactl -c {config} flush demo ", hactl_bin, str(fpath)) == [
+        "node1", "node2", "node3", "restart", "switchover"]
 
 
 def test_completion_tools_are_installed_under_ci() -> None:
