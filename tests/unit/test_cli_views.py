@@ -237,6 +237,15 @@ def test_help_lists_the_views() -> None:
     assert r.exit_code == 0
     for name in ("list", "topology", "history", "show-config", "dsn", "version"):
         assert name in r.stdout
+    # command modules outside the views load on demand, for the listing and for their own invocation
+    import importlib.util
+
+    from ctl.cli.app import PLUGINS
+
+    if importlib.util.find_spec("ctl.cli.agent"):
+        assert "\n  agent " in r.stdout
+        assert CliRunner().invoke(app, ["agent", "--help"]).exit_code == 0
+    assert set(PLUGINS) >= {"ctl.cli.agent", "ctl.cli.demo"}
 
 
 def test_no_arguments_prints_help_and_exits_0() -> None:
