@@ -21,7 +21,7 @@ from ctl.services.results import Dcs, OperationResult, Progress, fresh, quiet, r
 _LEADER_ROLES = ("primary", "master", "standby_leader")
 _POLL = 0.25  # seconds between DCS reads while verifying
 _CAS_ATTEMPTS = 3
-_STREAMING_GRACE = 3.0  # seconds to wait, once the new leader is verified, for the old one to be seen streaming
+_STREAMING_GRACE = 1.5  # once the new leader is verified, how long to wait to report the old one streaming
 
 # ----------------------------------------------------------------------------------------------- plans
 
