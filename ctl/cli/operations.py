@@ -71,8 +71,7 @@ def cmd_restart(
                 version = ui.prompt("Restart if the PostgreSQL version is less than provided (e.g. 9.5.2) ", "",
                                   "--pg-version V")
                 if version:
-                    plan = msvc.plan_restart(cluster, member_names or [], role, any_member=False, pending=pending,
-                                             pg_version=version, scheduled_at=when, timeout=timeout, force=force)
+                    plan = msvc.with_pg_version(plan, version)
         result = msvc.execute_restart(plan, cluster, state.rest, state.dcs, state.namespace, role=role,
                                       progress=p.line)
     if not plan.members:

@@ -131,6 +131,18 @@ def plan_restart(cluster: Cluster, names: Sequence[str], role: str = "any", *, a
                        flush_scheduled=force and scheduled_at is not None)
 
 
+def with_pg_version(plan: RestartPlan, version: str) -> RestartPlan:
+    """The same members, restarted only where the running PostgreSQL is older than `version`.
+
+    Raises:
+        UsageError: not a PostgreSQL version.
+    """
+    from dataclasses import replace
+
+    _check_version(version)
+    return replace(plan, conditions={**plan.conditions, "postgres_version": version})
+
+
 def _check_version(text: str) -> None:
     parts = text.split(".")
     if not (2 <= len(parts) <= 3 and all(p.isdigit() for p in parts)) or (len(parts) == 2 and int(parts[0]) < 10):

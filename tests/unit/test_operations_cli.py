@@ -239,6 +239,9 @@ def test_plan_restart() -> None:
         msvc.plan_restart(cluster(paused=True), [], scheduled_at=later)
     with pytest.raises(UsageError, match="Invalid PostgreSQL version"):
         msvc.plan_restart(c, [], pg_version="9.6")
+    one = msvc.plan_restart(c, [], "any", any_member=True, pick=lambda ms: ms[0])
+    assert msvc.with_pg_version(one, "16.1").members == ("node1",)
+    assert msvc.with_pg_version(one, "16.1").conditions == {"postgres_version": "16.1"}
 
 
 # ----------------------------------------------------------------------------------------------- prompts
@@ -562,3 +565,23 @@ def test_interactive_switchover_asks_patronictls_questions_in_order(monkeypatch:
     r = run(["failover"], ScriptedDcs(cluster(sync=("node3",))), members_api({}, seen), stdin="node2\nn\n")
     assert "Are you sure you want to failover to the asynchronous node node2?" in r.stdout
     assert r.exit_code == ExitCode.ABORTED
+
+
+def test_interactive_restart_asks_when_confirms_then_asks_the_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ctl.cli import interaction
+
+    monkeypatch.setattr(interaction, "interactive", lambda: True)
+    seen: list = []
+    routes = {("node2", "POST", "/restart"): httpx.Response(200, text="restarted successfully")}
+    starts = iter(["a", "b"])
+    routes[("node2", "GET", "/patroni")] = lambda r: httpx.Response(200, json={"state": "running",
+                                                                                "postmaster_start_time": next(starts,
+                                                                                                              "b")})
+    r = run(["restart", "demo", "node2"], ScriptedDcs(cluster()), members_api(routes, seen), stdin="\ny\n16.1\n")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    asked = [r.stdout.index(q) for q in ("When should the restart take place (e.g. <now+1h>)  [now]: ",
+                                         "Are you sure you want to restart members node2? [y/N]: ",
+                                         "Restart if the PostgreSQL version is less than provided (e.g. 9.5.2) : ")]
+    assert asked == sorted(asked)
+    assert [b for k, b in seen if k[1] == "POST"] == [{"postgres_version": "16.1"}]
+    assert "Success: restart on member node2" in r.stdout
