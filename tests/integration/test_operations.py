@@ -410,6 +410,14 @@ def test_hactl_switchover_against_a_real_patroni_cluster(cluster: AgentCluster):
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "Candidate: node1 (chosen by hactl: streaming" in proc.stdout
         assert roles()["node1"][0] == "Leader"
+        # the other commands against Patroni's REST API: restart (verified new postmaster), reload, pause/resume
+        proc, _ = hactl(cluster, "restart", patroni.scope, "node2", "--force", config=cfg)
+        assert proc.returncode == 0 and "Success: restart on member node2" in proc.stdout, proc.stdout + proc.stderr
+        proc, _ = hactl(cluster, "reload", patroni.scope, "--force", config=cfg)
+        assert proc.returncode == 0 and proc.stdout.count("Reload request received") == 2, proc.stdout + proc.stderr
+        for command in ("pause", "resume"):
+            proc, _ = hactl(cluster, command, "--wait", config=cfg)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
         ok = True
     finally:
         if not ok:
