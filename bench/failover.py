@@ -86,15 +86,9 @@ def one_run(c: AgentCluster, mode: str) -> dict[str, float]:
     writer = Writer(c).start()
     # fault at a random point of the leader's loop cycle, as a real crash would be
     time.sleep(2.0 + random.uniform(0, c.loop_wait))
-    pm = c.postmaster_pid(old)
     fault = time.monotonic()
     if mode == "crash":
-        c.kill_agent(old, signal.SIGKILL)
-        if pm:
-            try:
-                os.kill(pm, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        c.crash(old)
     else:
         c.kill_agent(old, signal.SIGTERM)
     wait_for(lambda: c.leader() not in (None, old), timeout=c.ttl * 3, interval=0.05, what="a new leader")

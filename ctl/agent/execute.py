@@ -204,9 +204,10 @@ class Executor:
             raise
         return True
 
-    def _start_replica(self, action: Action) -> bool:
+    def _start(self, *, standby: bool, target: str | None) -> None:
+        """Write the configuration and start PostgreSQL; a failed start is remembered for decide()."""
         a = self.agent
-        self.write_config(standby=True, target=action.target)
+        self.write_config(standby=standby, target=target)
         self.activity = "starting"
         try:
             a.pg.start()
@@ -214,22 +215,16 @@ class Executor:
             a.start_failed = True
             raise
         a.start_failed = False
-        a.upstream = action.target
+        a.upstream = target
         a.follow_since = a.clock()
+
+    def _start_replica(self, action: Action) -> bool:
+        self._start(standby=True, target=action.target)
         log.info("started as a replica%s", f" of {action.target}" if action.target else " (no upstream yet)")
         return True
 
     def _start_primary(self, action: Action) -> bool:
-        a = self.agent
-        self.write_config(standby=False, target=None)
-        self.activity = "starting"
-        try:
-            a.pg.start()
-        except CtlError:
-            a.start_failed = True
-            raise
-        a.start_failed = False
-        a.upstream = None
+        self._start(standby=False, target=None)
         log.info("started PostgreSQL as primary")
         return True
 

@@ -4,7 +4,6 @@ leader cut off from etcd. One cluster for the module; every test starts from, an
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import threading
@@ -12,30 +11,22 @@ import time
 
 import pytest
 
-from tests.integration.test_patronictl_compat import patronictl  # noqa: F401 - fixture
-from tests.support.agents import AgentCluster, pg_bin_dir
-from tests.support.procs import EtcdServer, require_binary, etcd_binary, wait_for
+from tests.support.agents import AgentCluster, running_cluster
+from tests.support.patroni import clean_env, patronictl_exe
+from tests.support.procs import wait_for
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def cluster(request):
-    require_binary(etcd_binary(), "etcd", "Debian etcd-server")
-    require_binary(pg_bin_dir() and pg_bin_dir() + "/postgres", "PostgreSQL", "Debian postgresql-15")
-    etcd = EtcdServer().start()
-    c = AgentCluster(etcd)
-    for name in ("node1", "node2", "node3"):
-        c.add_node(name)
-    try:
-        c.start_all()
-        c.wait_healthy(timeout=120)
+    with running_cluster(request) as c:
         yield c
-    finally:
-        if request.session.testsfailed:
-            print("\n" + c.logs())
-        c.cleanup()
-        etcd.cleanup()
+
+
+@pytest.fixture(scope="module")
+def patronictl() -> str:
+    return patronictl_exe()
 
 
 @pytest.fixture
@@ -98,14 +89,6 @@ class WriteProbe:
         both = [(t, nodes) for t, nodes in self.rounds if len(nodes) > 1]
         assert not both, f"two writable primaries at once: {both[:3]}"
 
-    def gap(self, after: float) -> tuple[float, float]:
-        """(last successful write before the outage, first write after it), relative to `after`."""
-        last_ok = max((t for t, n in self.rounds if n and t <= after), default=after)
-        first_ok = min((t for t, n in self.rounds if n and t > after
-                        and not any(not nn for tt, nn in self.rounds if after < tt <= t and tt > t)), default=None)
-        resumed = [t for t, n in self.rounds if t > after and n]
-        return last_ok - after, ((resumed[0] - after) if resumed else float("inf"))
-
 
 def test_bootstrap_one_leader_two_streaming_replicas_and_rows_replicate(cluster: AgentCluster, healthy: str):
     leader = healthy
@@ -132,7 +115,7 @@ def test_bootstrap_one_leader_two_streaming_replicas_and_rows_replicate(cluster:
 
 def test_real_patronictl_sees_the_hactl_cluster(cluster: AgentCluster, healthy: str, patronictl: str):
     """Compatibility: Patroni's own patronictl reads the keys and REST API of hactl agents."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PATRONI", "PATRONICTL"))}
+    env = clean_env()
     node1 = cluster.nodes["node1"].config_path
     proc = subprocess.run([patronictl, "-c", node1, "list", "-f", "json"], capture_output=True, text=True,
                           timeout=60, env=env)
@@ -175,16 +158,10 @@ def test_crash_of_leader_agent_and_postmaster_fails_over_and_old_leader_rejoins(
     old = healthy
     cluster.sql(old, "INSERT INTO t VALUES (20)")
     time.sleep(1.5)  # let the replicas receive it and the leader publish its optime
-    pm = cluster.postmaster_pid(old)
     with WriteProbe(cluster) as probe:
         time.sleep(0.3)
         t0 = time.monotonic()
-        cluster.kill_agent(old, signal.SIGKILL)
-        if pm:
-            try:
-                os.kill(pm, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        cluster.crash(old)
         wait_for(lambda: cluster.leader() not in (None, old), timeout=cluster.ttl + 10, interval=0.05,
                  what="a new leader")
         new = cluster.leader()

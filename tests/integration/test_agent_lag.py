@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from tests.support.agents import AgentCluster, pg_bin_dir
-from tests.support.procs import EtcdServer, etcd_binary, require_binary, wait_for
+from tests.support.agents import AgentCluster, running_cluster
+from tests.support.procs import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -18,21 +18,8 @@ MAX_LAG = 1024 * 1024
 
 @pytest.fixture
 def two_nodes(request):
-    require_binary(etcd_binary(), "etcd", "Debian etcd-server")
-    require_binary(pg_bin_dir() and pg_bin_dir() + "/postgres", "PostgreSQL", "Debian postgresql-15")
-    etcd = EtcdServer().start()
-    c = AgentCluster(etcd, maximum_lag_on_failover=MAX_LAG)
-    c.add_node("node1")
-    c.add_node("node2")
-    try:
-        c.start_all()
-        c.wait_healthy(timeout=120)
+    with running_cluster(request, ("node1", "node2"), maximum_lag_on_failover=MAX_LAG) as c:
         yield c
-    finally:
-        if request.session.testsfailed:
-            print("\n" + c.logs())
-        c.cleanup()
-        etcd.cleanup()
 
 
 def test_lagging_replica_is_never_promoted(two_nodes: AgentCluster):
@@ -51,13 +38,7 @@ def test_lagging_replica_is_never_promoted(two_nodes: AgentCluster):
             return json.loads(status).get("optime", 0) - received > MAX_LAG
 
         wait_for(optime_far_ahead, timeout=20, what="the leader to publish an optime past node2 + max lag")
-        pm = c.postmaster_pid("node1")
-        c.kill_agent("node1", signal.SIGKILL)
-        if pm:
-            try:
-                os.kill(pm, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        c.crash("node1")
     finally:
         os.kill(receiver, signal.SIGCONT)
     # the lock expires after ttl; node2 must stay a replica well past that

@@ -6,6 +6,7 @@ PID; the temp dir and every process go away in `cleanup()`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -229,6 +230,16 @@ class AgentCluster:
         if node.proc is not None and node.proc.poll() is None:
             node.proc.send_signal(sig)
 
+    def crash(self, name: str) -> None:
+        """kill -9 of the node's agent and of its postmaster: the host died."""
+        pm = self.postmaster_pid(name)
+        self.kill_agent(name, signal.SIGKILL)
+        if pm:
+            try:
+                os.kill(pm, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def stop_agent(self, name: str, timeout: float = 30) -> None:
         node = self.nodes[name]
         if node.proc is not None:
@@ -254,6 +265,29 @@ class AgentCluster:
                 _kill_if_postgres(pid)
             node.proxy.close()
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_cluster(request, names: tuple[str, ...] = ("node1", "node2", "node3"),
+                    **settings: Any) -> Iterator[AgentCluster]:
+    """A bootstrapped, healthy cluster for a test module; its agents' logs are printed when a test failed."""
+    from tests.support.procs import etcd_binary, require_binary
+
+    require_binary(etcd_binary(), "etcd", "Debian etcd-server")
+    require_binary(pg_bin_dir() and pg_bin_dir() + "/postgres", "PostgreSQL", "Debian postgresql-15")
+    etcd = EtcdServer().start()
+    c = AgentCluster(etcd, **settings)
+    for name in names:
+        c.add_node(name)
+    try:
+        c.start_all()
+        c.wait_healthy(timeout=120)
+        yield c
+    finally:
+        if request.session.testsfailed:
+            print("\n" + c.logs())
+        c.cleanup()
+        etcd.cleanup()
 
 
 def _kill_if_postgres(pid: int) -> None:
