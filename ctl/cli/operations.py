@@ -13,8 +13,8 @@ import typer
 
 from ctl import render_operations as rops
 from ctl.cli import interaction as ui
-from ctl.cli.context import AppState, out
-from ctl.errors import Aborted, UsageError
+from ctl.cli.context import AppState, err, out
+from ctl.errors import Aborted, CtlError, UsageError
 
 # ----------------------------------------------------------------------------------------------- restart/reload/reinit
 
@@ -276,7 +276,11 @@ def cmd_query(
     file: Annotated[Optional[str], typer.Option("--file", "-f", metavar="FILE", help="SQL from a file (- = stdin)")]
     = None,
     command: Annotated[Optional[str], typer.Option("--command", "-c", metavar="SQL", help="SQL to run")] = None,
-    delimiter: Annotated[str, typer.Option("--delimiter", metavar="SEP", help="tsv column separator")] = "\t",
+    delimiter: Annotated[str, typer.Option("--delimiter", metavar="SEP", show_default=False,
+                                           help="tsv column separator [default: tab]")] = "\t",
+    w: Annotated[bool, typer.Option("-W", help="Run again every 2 seconds until Ctrl-C")] = False,
+    watch: Annotated[Optional[float], typer.Option("--watch", "-w", metavar="SEC",
+                                                   help="Run again every SEC seconds until Ctrl-C")] = None,
 ) -> None:
     """Run SQL on a member (default: the leader) as the configured superuser."""
     from ctl.services import query as qsvc
@@ -300,8 +304,25 @@ def cmd_query(
         secret = typer.prompt("Password", hide_input=True, default="", show_default=False) or None
     elif user == su.username:
         secret = su.password
-    result = qsvc.run_query(target, sql, user=user, password=secret, dbname=dbname, role=role)
-    out(rops.render_query(result, fmt, delimiter))
+    interval = watch if watch is not None else (2.0 if w else None)
+    if interval is not None and interval <= 0:
+        raise UsageError("--watch needs a positive number of seconds")
+    if interval is None:
+        out(rops.render_query(qsvc.run_query(target, sql, user=user, password=secret, dbname=dbname, role=role),
+                              fmt, delimiter))
+        return
+    import time
+
+    try:
+        while True:  # patronictl's watch: errors are shown and the next round runs anyway
+            try:
+                out(rops.render_query(qsvc.run_query(target, sql, user=user, password=secret, dbname=dbname,
+                                                     role=role), fmt, delimiter))
+            except CtlError as exc:
+                err(f"Error: {exc.message}")
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
 
 
 def register(app: typer.Typer) -> None:

@@ -363,6 +363,16 @@ def test_query_as_the_configured_superuser_and_sql_errors(cluster: AgentCluster,
     from tests.support.agents import SUPERUSER_PASSWORD
 
     assert SUPERUSER_PASSWORD not in proc.stdout + proc.stderr
+    # -w: again and again until Ctrl-C, which ends it with exit 0
+    watcher = subprocess.Popen([sys.executable, "-m", "ctl", "-c", cluster.nodes["node1"].config_path, "query",
+                                "-w", "0.2", "-c", "SELECT 7 AS seven"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, cwd=REPO, env=clean_env())
+    try:
+        time.sleep(1.5)
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        stdout, _ = watcher.communicate(timeout=10)
+    assert watcher.returncode == 0 and stdout.count("seven\n7\n") >= 2, stdout
 
 
 def test_real_patronictl_switchover_against_hactl_agents(cluster: AgentCluster, healthy: str):
