@@ -11,9 +11,9 @@ import typer
 
 from ctl import render
 from ctl import render_operations as rops
-from ctl.cli.context import AppState, err, out
-from ctl.errors import (Aborted, CtlError, OperationFailed, OperationTimeout, Refused, RestError, ResultUnknown,
-                        UsageError)
+from ctl.cli.context import AppState, color_enabled, err, out
+from ctl.errors import (Aborted, CtlError, ExitCode, OperationFailed, OperationTimeout, Refused, RestError,
+                        ResultUnknown, UsageError)
 from ctl.model import Cluster
 from ctl.services import cluster as csvc
 
@@ -80,7 +80,7 @@ class Printer:
 
     def table(self, cluster: Cluster | None, title: str | None = None) -> None:
         if self.fmt == "pretty" and cluster is not None and not cluster.is_empty:
-            out((title + "\n" if title else "") + render.render_list(cluster, "pretty"))
+            out((title + "\n" if title else "") + render.render_list(cluster, "pretty", color=color_enabled()))
 
     def result(self, result: "OperationResult", table: bool = True) -> None:
         if self.fmt == "json":
@@ -90,6 +90,12 @@ class Printer:
         raise_for(result)
 
 
+_OUTCOMES = {ExitCode.REFUSED: "refused", ExitCode.ABORTED: "aborted", ExitCode.USAGE: "usage error",
+             ExitCode.CONFIG: "configuration error", ExitCode.DCS_UNAVAILABLE: "etcd unavailable",
+             ExitCode.NOT_FOUND: "not found", ExitCode.TIMEOUT: "timeout", ExitCode.UNKNOWN: "unknown",
+             ExitCode.REST_UNAVAILABLE: "unreachable"}
+
+
 @contextmanager
 def json_errors(fmt: str, command: str, requested: dict[str, Any]) -> Iterator[None]:
     """With -f json, an error before any result (validation, prompts, etcd) still prints a result object."""
@@ -97,7 +103,7 @@ def json_errors(fmt: str, command: str, requested: dict[str, Any]) -> Iterator[N
         yield
     except CtlError as exc:
         if fmt == "json":
-            outcome = {Refused: "refused", Aborted: "aborted", UsageError: "usage"}.get(type(exc), "failed")
+            outcome = _OUTCOMES.get(exc.exit_code, "failed")
             out(rops.render_error_json(command, requested, outcome, exc.message, int(exc.exit_code)))
         raise
 

@@ -11,10 +11,12 @@ from ctl.cli import interaction as ui
 from ctl.cli.context import AppState, out
 from ctl.errors import Refused, UsageError
 
+
 def _switch(state: AppState, action: str, cluster_name: Optional[str], leader: Optional[str],
             candidate: Optional[str], scheduled: Optional[str], force: bool, wait: bool, timeout: float,
             fmt: str) -> None:
     from ctl.services import operations as osvc
+
     fmt = ui.output_format(fmt)
     p = ui.Printer(fmt)
     requested = {"action": action, "leader": leader, "candidate": candidate, "scheduled_at": scheduled}
@@ -33,9 +35,10 @@ def _switch(state: AppState, action: str, cluster_name: Optional[str], leader: O
                 raise Refused(f"This cluster has no leader (cluster {cluster.scope}); use failover --candidate NAME")
             if not leader and not force:
                 leader = ui.prompt("Standby Leader" if cluster.config and cluster.config.is_standby_cluster
-                                 else "Primary", current, "--leader NAME")
+                                   else "Primary", current, "--leader NAME")
             if not candidate and not force:
-                candidate = ui.prompt(f"Candidate {osvc.switchover_candidates(cluster)}", "", "--candidate NAME") or None
+                names = osvc.switchover_candidates(cluster)
+                candidate = ui.prompt(f"Candidate {names}", "", "--candidate NAME") or None
             when = osvc.parse_schedule(scheduled)
             if scheduled is None and not force:
                 example = "now+1h as %Y-%m-%dT%H:%M"
@@ -51,10 +54,10 @@ def _switch(state: AppState, action: str, cluster_name: Optional[str], leader: O
             if not force:
                 if plan.scheduled_at is not None:
                     ui.confirm(f"Are you sure you want to schedule switchover of cluster {plan.scope} at "
-                             f"{plan.scheduled_at.isoformat()}, demoting current leader {plan.leader}?")
+                               f"{plan.scheduled_at.isoformat()}, demoting current leader {plan.leader}?")
                 else:
                     ui.confirm(f"Are you sure you want to switchover cluster {plan.scope}, demoting current leader "
-                             f"{plan.leader}?")
+                               f"{plan.leader}?")
         else:
             if not candidate and not force:
                 names = sorted(m.name for m in cluster.members if not m.nofailover and
