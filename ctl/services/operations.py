@@ -311,7 +311,6 @@ def _unreachable(message: str) -> RestError:
     return RestUnreachable(message)
 
 
-
 def _verify_scheduled(result: OperationResult, plan: SwitchoverPlan, dcs: Dcs, namespace: str, start: float,
                       clock: Callable[[], float]) -> OperationResult:
     cluster = fresh(dcs, namespace, plan.scope)
@@ -393,7 +392,8 @@ def verify_leader_change(result: OperationResult, plan: SwitchoverPlan, dcs: Dcs
                 # The key was cleared and the old leader still leads: the HA loop refused the request.
                 result.outcome = "failed"
                 result.message = (f"{plan.action.title()} failed: the failover key was cleared and {old} still "
-                                  f"leads (the leader's agent refused it; its log says why)")
+                                  f"holds the leader lock (an agent refused the request: the log of {old} or of "
+                                  f"{plan.candidate or 'the candidates'} says why)")
                 return _finish(result, dcs, namespace, plan.scope, start, clock)
             elif leader is None:
                 seen = "no member holds the leader lock yet" + (f" (waiting for {plan.candidate})"

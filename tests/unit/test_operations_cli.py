@@ -355,7 +355,7 @@ def test_switchover_refused_by_the_ha_loop_is_a_failure() -> None:
     r = run(["switchover", "--candidate", "node2", "--force"], ScriptedDcs(cluster()), rest)
     assert r.exit_code == ExitCode.FAILED
     assert "no answer from node1's REST API" in r.stdout
-    assert "the failover key was cleared and node1 still leads" in r.stderr
+    assert "the failover key was cleared and node1 still holds the leader lock" in r.stderr
 
 
 def test_switchover_to_another_member_than_asked_is_a_failure() -> None:
