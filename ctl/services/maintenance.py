@@ -17,6 +17,7 @@ from ctl.model import Cluster, Member, MemberRole
 from ctl.services.results import Dcs, MemberOutcome, OperationResult, Progress, fresh, quiet, roles_of
 
 ROLES = ("leader", "primary", "standby-leader", "replica", "standby", "any")
+_CONDITIONS = frozenset({"postgres_version", "restart_pending", "role"})  # POST /restart filters
 
 
 def _is_leader(cluster: Cluster, m: Member) -> bool:
@@ -102,7 +103,7 @@ def plan_restart(cluster: Cluster, names: Sequence[str], role: str = "any", *, a
 
     Raises:
         UsageError, NotFound: see select_members; a bad --pg-version or --timeout.
-        Refused: a schedule while paused; --pending and nobody needs a restart.
+        Refused: a schedule while paused.
     """
     members = select_members(cluster, names, role)
     if scheduled_at is not None and cluster.is_paused:
@@ -179,6 +180,10 @@ def execute_restart(plan: RestartPlan, cluster: Cluster, rest: Any, dcs: Dcs, na
                                                         f"time did not change", answer.status)
                 else:
                     out = MemberOutcome(name, "succeeded", f"restart on member {name}", answer.status)
+            elif "conditions are not satisfied" in answer.text and set(plan.conditions) & _CONDITIONS:
+                # asked to restart only if older / only if pending: not restarting is the right result
+                out = MemberOutcome(name, "nothing to do", f"member {name} does not meet the conditions "
+                                                           f"({answer.text}): not restarted", answer.status)
             elif answer.status == 409:
                 out = MemberOutcome(name, "refused", f"another restart is already scheduled on member {name}",
                                     answer.status)

@@ -426,6 +426,11 @@ def test_restart_checks_the_new_postmaster_and_reports_each_member() -> None:
     outcomes = {m.member: m.outcome for m in result.members}
     assert outcomes == {"node1": "succeeded", "node2": "failed", "node3": "refused"}
     assert result.exit_code == ExitCode.FAILED and "2 of 3 members" in result.message
+    # with a condition (--pg-version, --pending), "not satisfied" is the asked-for result, not a refusal
+    plan = msvc.plan_restart(c, ["node3"], "any", pg_version="15.2")
+    result = msvc.execute_restart(plan, c, members_api(routes), ScriptedDcs(c), "/service/",
+                                  clock=lambda: float(next(ticks)), sleep=lambda s: None)
+    assert result.members[0].outcome == "nothing to do" and result.exit_code == 0
 
 
 def test_restart_cli_scheduled_and_json() -> None:
