@@ -15,6 +15,7 @@ from ctl.model import Cluster, Member
 from ctl.services.maintenance import member_line, summarize
 from ctl.services.results import Dcs, MemberOutcome, OperationResult, Progress, fresh, quiet, roles_of
 
+
 # ----------------------------------------------------------------------------------------------- pause/resume
 
 

@@ -333,7 +333,7 @@ def execute_reinit(cluster: Cluster, names: Sequence[str], rest: Any, *, force: 
                     progress(f"Reinitialize is completed on: {name}")
             if not pending or clock() >= deadline:
                 break
-            sleep(1.0)
+            sleep(0.5)
         for name in pending:
             out = next(o for o in result.members if o.member == name)
             out.outcome, out.message = "timeout", f"{name} is not running on a new data directory after {timeout:g}s"
