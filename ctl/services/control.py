@@ -159,24 +159,29 @@ def execute_flush_switchover(cluster: Cluster, rest: Any, dcs: Dcs, namespace: s
 # ----------------------------------------------------------------------------------------------- remove
 
 
-def execute_remove(cluster: Cluster, dcs: Any, namespace: str) -> OperationResult:
-    """Delete every key of the cluster, then check that nothing is left.
+def execute_remove(cluster: Cluster, dcs: Any, namespace: str,
+                   sleep: Callable[[float], None] = time.sleep) -> OperationResult:
+    """Delete every key of the cluster, then check that nothing is left. Member keys on a lease mean running agents,
+    which write their keys again within a loop: then the check waits one loop (at most 5 s) before it looks.
 
     Raises:
         DcsError, DcsUnavailable: from the gateway.
     """
     result = OperationResult("remove", {"cluster": cluster.scope})
+    alive = [m.name for m in cluster.members if m.lease]
     deleted = dcs.delete_prefix(keys.cluster_prefix(namespace, cluster.scope))
+    if alive:
+        sleep(min((cluster.config.loop_wait if cluster.config else 10) + 1.0, 5.0))
     left = fresh(dcs, namespace, cluster.scope)
     if left is not None and left.is_empty:
         result.outcome, result.message = "succeeded", f"removed cluster {cluster.scope}: {deleted} keys deleted"
     elif left is None:
         result.outcome, result.message = "unknown", f"{deleted} keys deleted; cannot read etcd to check"
     else:
-        # a live agent writes its member key again at once: say so rather than claim the cluster is gone
+        back = sorted({*(m.name for m in left.members), *(["leader"] if left.leader else [])})
         result.outcome = "failed"
-        result.message = (f"{deleted} keys deleted, but keys came back ({', '.join(m.name for m in left.members)}"
-                          f"): stop the agents first")
+        result.message = (f"{deleted} keys deleted, but running agents wrote keys again ({', '.join(back)}): "
+                          f"stop the agents first")
     return result
 
 

@@ -348,6 +348,42 @@ def test_pause_kill_the_leaders_postgres_nobody_is_promoted_then_resume(cluster:
     cluster.wait_healthy(timeout=90)
 
 
+# ----------------------------------------------------------------------------------------------- on a terminal
+
+
+def spawn(cluster: AgentCluster, *args: str):
+    pexpect = pytest.importorskip("pexpect")
+    env = clean_env()
+    env.update(TERM="dumb", NO_COLOR="1")
+    return pexpect.spawn(sys.executable, ["-m", "ctl", "-c", cluster.nodes["node1"].config_path, *args], cwd=REPO,
+                         env=env, encoding="utf-8", timeout=60, dimensions=(50, 200))
+
+
+def finish(child) -> int:
+    import pexpect
+
+    child.expect(pexpect.EOF)
+    child.close()
+    return child.exitstatus
+
+
+def test_interactive_switchover_on_a_terminal(cluster: AgentCluster, healthy: str):
+    candidate = replicas(cluster, healthy)[-1]
+    child = spawn(cluster, "switchover")
+    child.expect_exact(f"Primary [{healthy}]: ")
+    child.sendline("")
+    child.expect_exact(f"Candidate {replicas(cluster, healthy)!r}: ")
+    child.sendline(candidate)
+    child.expect_exact("When should the switchover take place (e.g. <now+1h as %Y-%m-%dT%H:%M> )  [now]: ")
+    child.sendline("")
+    child.expect_exact(f"Are you sure you want to switchover cluster {cluster.scope}, demoting current leader "
+                       f"{healthy}? [y/N]: ")
+    child.sendline("y")
+    child.expect_exact(f'Successfully switched over to "{candidate}"')
+    assert finish(child) == 0
+    assert cluster.leader() == candidate
+
+
 # ----------------------------------------------------------------------------------------------- query, compat
 
 
@@ -433,3 +469,32 @@ def test_hactl_switchover_against_a_real_patroni_cluster(cluster: AgentCluster):
         if not ok:
             print("\n" + patroni.logs())
         patroni.cleanup()
+
+
+def test_remove_asks_on_a_terminal_and_scripts_say_yes_i_am_aware(cluster: AgentCluster):
+    """Last: the agents stop and the cluster's keys go."""
+    leader = cluster.leader()
+    child = spawn(cluster, "remove", cluster.scope)
+    child.expect_exact("Please confirm the cluster name to remove: ")
+    child.sendline("not-" + cluster.scope)
+    child.expect_exact("Error: Cluster names specified do not match")
+    assert finish(child) == ExitCode.ABORTED
+    assert cluster.dcs().get("initialize")
+    # with the agents running, their keys come back at once: hactl says so instead of claiming success
+    proc, _ = hactl(cluster, "remove", cluster.scope, "--yes-i-am-aware", "--leader", leader or "")
+    assert proc.returncode == ExitCode.FAILED and "stop the agents first" in proc.stderr, proc.stdout + proc.stderr
+    for name in cluster.nodes:
+        cluster.stop_agent(name)
+    leader = cluster.leader()
+    child = spawn(cluster, "remove", cluster.scope)
+    child.expect_exact("Please confirm the cluster name to remove: ")
+    child.sendline(cluster.scope)
+    child.expect_exact(f'You are about to remove all information in DCS for {cluster.scope}, please type: '
+                       f'"Yes I am aware": ')
+    child.sendline("Yes I am aware")
+    if leader:
+        child.expect_exact("This cluster currently is healthy. Please specify the leader name to continue: ")
+        child.sendline(leader)
+    child.expect_exact(f"removed cluster {cluster.scope}")
+    assert finish(child) == 0
+    assert cluster.dcs() == {}

@@ -590,3 +590,22 @@ def test_interactive_restart_asks_when_confirms_then_asks_the_version(monkeypatc
     assert asked == sorted(asked)
     assert [b for k, b in seen if k[1] == "POST"] == [{"postgres_version": "16.1"}]
     assert "Success: restart on member node2" in r.stdout
+
+
+def test_remove_with_running_agents_waits_a_loop_and_reports_keys_that_came_back() -> None:
+    from ctl.services import control
+
+    live = cluster(members=(member("node1", "primary", lease=7), member("node2", lease=8), member("node3", lease=9)))
+
+    class Rewriting(ScriptedDcs):
+        def delete_prefix(self, prefix: str) -> int:
+            self.deleted.append(prefix)
+            self.snapshots = [cluster(None, members=(member("node2", lease=8),))]
+            return 9
+
+    slept: list[float] = []
+    result = control.execute_remove(live, Rewriting(live), "/service/", sleep=slept.append)
+    assert slept == [5.0]  # loop_wait 10 + 1, at most 5 s
+    assert result.exit_code == ExitCode.FAILED and "running agents wrote keys again (node2)" in result.message
+    result = control.execute_remove(live, ScriptedDcs(live), "/service/", sleep=slept.append)
+    assert result.ok and result.message == "removed cluster demo: 7 keys deleted"
