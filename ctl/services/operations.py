@@ -358,10 +358,12 @@ def verify_leader_change(result: OperationResult, plan: SwitchoverPlan, dcs: Dcs
                     seen = f"{leader} holds the leader lock but is not yet a running primary"
                 else:
                     result.timings.setdefault("new_leader_locked", now - start)
+                    # a standby cluster's leader is a standby leader: it answers /standby-leader, not /primary
+                    check = "/standby-leader" if cluster.config and cluster.config.is_standby_cluster else "/primary"
                     try:
-                        writable = rest.get_health(m, "/primary", timeout=2.0) == 200
+                        writable = rest.get_health(m, check, timeout=2.0) == 200
                     except RestError as exc:
-                        writable, seen = False, f"{leader} holds the lock; GET /primary failed: {exc}"
+                        writable, seen = False, f"{leader} holds the lock; GET {check} failed: {exc}"
                     if writable:
                         result.timings.setdefault("new_leader_writable", clock() - start)
                         om = cluster.member(old) if old else None
@@ -385,8 +387,8 @@ def verify_leader_change(result: OperationResult, plan: SwitchoverPlan, dcs: Dcs
                                     (om.replication_state or om.state or "unknown") + ")")
                             return _finish(result, dcs, namespace, plan.scope, start, clock)
                         seen = f"{leader} is the new primary; {old} still reports itself as a running primary"
-                    elif "GET /primary failed" not in seen:
-                        seen = f"{leader} holds the lock but GET /primary does not answer 200 yet"
+                    elif "failed: " not in seen:
+                        seen = f"{leader} holds the lock but GET {check} does not answer 200 yet"
             elif leader == old and not pending and (via_dcs or result.requested.get("http_status") == 200
                                                     or now - start > 2.0):
                 # The key was cleared and the old leader still leads: the HA loop refused the request.

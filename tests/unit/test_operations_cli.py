@@ -609,3 +609,18 @@ def test_remove_with_running_agents_waits_a_loop_and_reports_keys_that_came_back
     assert result.exit_code == ExitCode.FAILED and "running agents wrote keys again (node2)" in result.message
     result = control.execute_remove(live, ScriptedDcs(live), "/service/", sleep=slept.append)
     assert result.ok and result.message == "removed cluster demo: 7 keys deleted"
+
+
+def test_in_a_standby_cluster_the_new_leader_is_checked_with_standby_leader() -> None:
+    def standby(c: Cluster) -> Cluster:
+        from dataclasses import replace
+
+        return replace(c, config=DynamicConfig({**c.config.data, "standby_cluster": {"host": "10.9.9.9"}}))
+
+    after = standby(cluster("node2", members=(member("node1"), member("node2", "standby_leader"), member("node3"))))
+    seen: list = []
+    rest = members_api({("node1", "POST", "/switchover"): httpx.Response(200, text="ok"),
+                        ("node2", "GET", "/standby-leader"): httpx.Response(200, json={})}, seen)
+    r = run(["switchover", "--candidate", "node2", "--force"], ScriptedDcs(standby(cluster()), after), rest)
+    assert r.exit_code == 0, r.stderr
+    assert ("node2", "GET", "/standby-leader") in [k for k, _ in seen]
