@@ -90,7 +90,8 @@ def cmd_switchover(
                                                      help="The member to promote; with --force and without "
                                                           "this, hactl picks the best eligible one")] = None,
     scheduled: Annotated[Optional[str], typer.Option("--scheduled", metavar="TS",
-                                                     help="When: ISO 8601 time (local time zone if none) or now")] = None,
+                                                     help="When: ISO 8601 time (local time zone if none) or now")]
+    = None,
     force: Annotated[bool, typer.Option("--force", help="Do not ask for anything")] = False,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for and verify the outcome")] = True,
     timeout: Annotated[float, typer.Option("--timeout", metavar="SEC", help="How long to wait for it")] = 60.0,

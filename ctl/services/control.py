@@ -134,7 +134,8 @@ def execute_flush_switchover(cluster: Cluster, rest: Any, dcs: Dcs, namespace: s
             result.outcome, result.message = "succeeded", "Success: scheduled switchover deleted"
             break
         if answer.status == 404:
-            result.outcome, result.message = "nothing to do", "No switchover is scheduled any more (it ran or was flushed meanwhile)"
+            result.outcome = "nothing to do"
+            result.message = "No switchover is scheduled any more (it ran or was flushed meanwhile)"
             break
         result.notes.append(f"{m.name}: HTTP {answer.status} {answer.text}")
     else:

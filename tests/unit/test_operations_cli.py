@@ -443,7 +443,8 @@ def test_restart_cli_scheduled_and_json() -> None:
                                                 "message": "restart scheduled on member node2", "status": 202,
                                                 "seconds": json.loads(r.stdout)["members"][0]["seconds"]}]
     assert [b for k, b in seen if k[1] == "POST"] == [{"schedule": datetime.fromisoformat(later).isoformat()}]
-    rest = members_api({("node2", "POST", "/restart"): httpx.Response(409, text="Another restart is already scheduled")})
+    busy = httpx.Response(409, text="Another restart is already scheduled")
+    rest = members_api({("node2", "POST", "/restart"): busy})
     r = run(["restart", "demo", "node2", "--scheduled", later, "--force"], ScriptedDcs(cluster()), rest)
     assert r.exit_code == ExitCode.REFUSED and "Failed: restart for member node2: another restart" in r.stdout
 
