@@ -195,7 +195,13 @@ class Agent:
         self.cluster = cluster
         if cluster is not None:
             self._check_dynamic_config(cluster)
-            self.settings = st.ha_settings(self.config, self.good_config)
+            settings = st.ha_settings(self.config, self.good_config)
+            timing = (settings.ttl, settings.loop_wait, settings.retry_timeout, settings.maximum_lag_on_failover)
+            if timing != (self.settings.ttl, self.settings.loop_wait, self.settings.retry_timeout,
+                          self.settings.maximum_lag_on_failover):
+                log.info("now in effect: ttl %s, loop_wait %s, retry_timeout %s, maximum_lag_on_failover %s",
+                         *timing)
+            self.settings = settings
         state = self.pg.probe()
         self._pg_state = state
         if state.running and state.streaming:

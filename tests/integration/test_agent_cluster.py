@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from tests.support.agents import AgentCluster, running_cluster
+from tests.support.agents import REPO, AgentCluster, running_cluster
 from tests.support.patroni import clean_env, patronictl_exe
 from tests.support.procs import wait_for
 
@@ -204,11 +205,15 @@ def test_switchover_requested_through_the_failover_key(cluster: AgentCluster, he
     assert history[-1][4] == candidate
 
 
-def test_dynamic_config_change_reaches_every_node(cluster: AgentCluster, healthy: str):
-    config = json.loads(cluster.dcs()["config"])
-    config["postgresql"]["parameters"]["work_mem"] = "8MB"
-    config["postgresql"]["parameters"]["max_connections"] = 40
-    cluster.put_key("config", json.dumps(config))
+def hactl(cluster: AgentCluster, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ctl", "-c", cluster.nodes["node1"].config_path, *args],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, cwd=REPO)
+
+
+def test_edit_config_reaches_every_agent(cluster: AgentCluster, healthy: str):
+    done = hactl(cluster, "edit-config", "--set", "loop_wait=2", "--pg", "work_mem=8MB", "--pg",
+                 "max_connections=40", "--force")
+    assert done.returncode == 0, done.stdout + done.stderr
     for name in cluster.nodes:
         wait_for(lambda n=name: cluster.sql(n, "SHOW work_mem")[0][0] == "8MB", timeout=10,
                  what=f"work_mem reloaded on {name}")
@@ -216,7 +221,12 @@ def test_dynamic_config_change_reaches_every_node(cluster: AgentCluster, healthy
                  what=f"pending restart published by {name}")
         reason = cluster.member(name)["pending_restart_reason"]
         assert reason["max_connections"]["new_value"] == "40", reason
+        with open(cluster.nodes[name].log_path, encoding="utf-8") as f:
+            assert "now in effect: ttl 8, loop_wait 2," in f.read()
+    listed = hactl(cluster, "list")
+    assert "max_connections: 30->40" in listed.stdout, listed.stdout
     # a bad value written by another tool (Patroni's edit-config validates nothing) is ignored and logged once
+    config = json.loads(cluster.dcs()["config"])
     config["loop_wait"] = "abc"
     config["postgresql"]["parameters"]["work_mem"] = "lots"
     cluster.put_key("config", json.dumps(config))
@@ -226,9 +236,8 @@ def test_dynamic_config_change_reaches_every_node(cluster: AgentCluster, healthy
         with open(cluster.nodes[name].log_path, encoding="utf-8") as f:
             assert f.read().count("ignoring invalid dynamic config") == 1
         assert cluster.rest(name, "/liveness")[0] == 200
-    config["loop_wait"] = 1
-    config["postgresql"]["parameters"]["work_mem"] = "16MB"
-    cluster.put_key("config", json.dumps(config))
+    done = hactl(cluster, "edit-config", "--set", "loop_wait=1", "--pg", "work_mem=16MB", "--force")
+    assert done.returncode == 0, done.stdout + done.stderr
     for name in cluster.nodes:
         wait_for(lambda n=name: cluster.sql(n, "SHOW work_mem")[0][0] == "16MB", timeout=10,
                  what=f"the next good config applied on {name}")
