@@ -95,6 +95,10 @@ class RestError(CtlError):
     exit_code = ExitCode.REST_UNAVAILABLE
 
 
+class RestUnreachable(RestError):
+    """No connection could be made: the request surely did not reach the member (safe to try another way)."""
+
+
 class PgCommandError(CtlError):
     """A PostgreSQL command (initdb, pg_ctl, pg_basebackup, SQL) failed."""
 

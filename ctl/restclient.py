@@ -12,16 +12,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 
 from ctl.config import Config
-from ctl.errors import ConfigError, RestError
+from ctl.errors import ConfigError, RestError, RestUnreachable  # noqa: F401 - RestUnreachable re-exported
 from ctl.model import Member
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 5.0
 _MAX_WORKERS = 16
-
-
-class RestUnreachable(RestError):
-    """No connection could be made: the request surely did not reach the member (safe to try another way)."""
 
 
 @dataclass(frozen=True)
