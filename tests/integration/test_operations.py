@@ -20,31 +20,18 @@ import pytest
 import yaml
 
 from ctl.errors import ExitCode
-from tests.support.agents import REPO, AgentCluster, pg_bin_dir
+from tests.support.agents import REPO, AgentCluster, running_cluster
 from tests.support.patroni import PatroniCluster, clean_env, patronictl_exe
-from tests.support.procs import EtcdServer, etcd_binary, require_binary, wait_for
+from tests.support.procs import wait_for
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def cluster(request):
-    require_binary(etcd_binary(), "etcd", "Debian etcd-server")
-    require_binary(pg_bin_dir() and pg_bin_dir() + "/postgres", "PostgreSQL", "Debian postgresql-15")
-    etcd = EtcdServer().start()
-    c = AgentCluster(etcd)
-    for name in ("node1", "node2", "node3"):
-        c.add_node(name)
-    try:
-        c.start_all()
-        c.wait_healthy(timeout=120)
+    with running_cluster(request) as c:
         c.sql(c.leader(), "CREATE TABLE t (id int)")
         yield c
-    finally:
-        if request.session.testsfailed:
-            print("\n" + c.logs())
-        c.cleanup()
-        etcd.cleanup()
 
 
 @pytest.fixture
@@ -242,13 +229,7 @@ def test_failover_with_the_leader_dead_goes_through_the_failover_key(cluster: Ag
     candidate = replicas(cluster, old)[-1]
     cluster.sql(old, "INSERT INTO t VALUES (9999)")
     time.sleep(1.5)
-    pm = cluster.postmaster_pid(old)
-    cluster.kill_agent(old, signal.SIGKILL)
-    if pm:
-        try:
-            os.kill(pm, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    cluster.crash(old)
     cluster.nodes[old].proc.wait(10)
     proc, took = hactl(cluster, "failover", "--candidate", candidate, "--force", "-f", "json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
