@@ -8,6 +8,19 @@ from __future__ import annotations
 import copy
 from typing import Any, Mapping
 
+# The PostgreSQL parameters the hactl agent sets unless the DCS or the local file say otherwise. Here, in a pure
+# module, so that the agent (ctl/agent/settings.py) and the CLI (edit-config's side effects) share one table.
+AGENT_DEFAULT_PARAMETERS: Mapping[str, Any] = {
+    "wal_level": "replica",
+    "hot_standby": "on",
+    "max_wal_senders": 10,
+    "max_replication_slots": 10,
+    "wal_keep_size": "128MB",
+    "wal_log_hints": "on",  # pg_rewind needs it
+    # a replica whose slot is not there yet (the leader creates it on seeing the member) retries after 1 s, not 5 s
+    "wal_retrieve_retry_interval": "1s",
+}
+
 # Patroni documents ttl >= 20; hactl's own tests run with ttl 8, and the agent's start-up check accepts >= 4.
 MIN_TTL = 4
 MIN_LOOP_WAIT = 1

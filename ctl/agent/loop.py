@@ -112,7 +112,11 @@ class Agent:
     # ------------------------------------------------------------------------------------------------ loop
     def relevant_event(self, is_delete: bool, key: str, value: str) -> bool:
         """Which DCS changes wake the loop at once: not our own writes, not members' routine updates."""
-        if key.startswith("members/") or key in ("status", "history"):
+        if key.startswith("members/"):
+            # a member that was not there before (a new or rejoining node): the leader makes its slot at once
+            known = {m.name for m in self.cluster.members} if self.cluster is not None else set()
+            return not is_delete and key[len("members/"):] not in known
+        if key in ("status", "history"):
             return False
         if key == "leader" and not is_delete and value == self.name:
             return False  # our own renewal

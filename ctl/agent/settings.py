@@ -6,18 +6,12 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ctl.config import Config
+from ctl.dynconfig import AGENT_DEFAULT_PARAMETERS
 from ctl.errors import ConfigError
 from ctl.ha.state import HaSettings
 from ctl.model import DynamicConfig, _truthy
 
-DEFAULT_PARAMETERS: Mapping[str, Any] = {
-    "wal_level": "replica",
-    "hot_standby": "on",
-    "max_wal_senders": 10,
-    "max_replication_slots": 10,
-    "wal_keep_size": "128MB",
-    "wal_log_hints": "on",
-}
+DEFAULT_PARAMETERS = AGENT_DEFAULT_PARAMETERS
 ROLE_OPTIONS = frozenset({"superuser", "nosuperuser", "createdb", "nocreatedb", "createrole", "nocreaterole",
                           "inherit", "noinherit", "login", "nologin", "replication", "noreplication",
                           "bypassrls", "nobypassrls"})

@@ -12,18 +12,12 @@ from typing import Any, Mapping, Protocol, Sequence
 
 from ctl import pgsettings
 from ctl.dcs import codec, keys
-from ctl.dynconfig import patch_config
+from ctl.dynconfig import AGENT_DEFAULT_PARAMETERS, patch_config
 from ctl.dynconfig_schema import PATRONI_LIMITS, Validation, validate
 from ctl.errors import CasFailed, UsageError
 from ctl.model import Cluster
 
 PARAMS_PREFIX = "postgresql.parameters."
-# The hactl agent's own defaults (ctl/agent/settings.py; a unit test keeps the copies equal). Duplicated because
-# the CLI must not import the agent.
-AGENT_DEFAULT_PARAMETERS: Mapping[str, Any] = {
-    "wal_level": "replica", "hot_standby": "on", "max_wal_senders": 10, "max_replication_slots": 10,
-    "wal_keep_size": "128MB", "wal_log_hints": "on",
-}
 # Parameters the agent never takes from the configuration (ctl/pg/conf.py OWNED_BY_HACTL; a unit test keeps them equal)
 AGENT_OWNED_PARAMETERS = ("listen_addresses", "port", "unix_socket_directories", "hba_file", "data_directory",
                           "config_file", "primary_conninfo", "primary_slot_name", "recovery_target_timeline")

@@ -6,7 +6,7 @@ import logging
 
 from ctl.agent.loop import Agent, _version_below
 from ctl.config import build
-from ctl.model import Cluster, DynamicConfig
+from ctl.model import Cluster, DynamicConfig, Member
 
 RAW = {
     "scope": "demo", "name": "node1", "etcd3": {"hosts": ["127.0.0.1:2379"]},
@@ -51,8 +51,11 @@ def test_unknown_postgresql_parameters_are_refused_but_unknown_keys_are_not():
 
 def test_own_writes_do_not_wake_the_loop():
     a = agent()
+    a.cluster = Cluster(scope="demo", members=(Member("node1"), Member("node2")))
     assert not a.relevant_event(False, "members/node1", "{}")
-    assert not a.relevant_event(False, "members/node2", "{}")
+    assert not a.relevant_event(False, "members/node2", "{}")  # routine updates of known members
+    assert a.relevant_event(False, "members/node3", "{}")  # a new member: the leader makes its slot now
+    assert not a.relevant_event(True, "members/node2", "")
     assert not a.relevant_event(False, "leader", "node1")  # our renewal
     assert not a.relevant_event(False, "status", "{}")
     assert a.relevant_event(True, "leader", "")  # the lock expired or was released: react now
