@@ -57,6 +57,20 @@ def _truthy(value: Any) -> bool:
     return bool(value)
 
 
+def tags_failover_priority(tags: Mapping[str, Any]) -> int:
+    try:
+        return int(tags.get("failover_priority", 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def tags_nofailover(tags: Mapping[str, Any]) -> bool:
+    """Patroni's rule: an explicit `nofailover` tag decides; otherwise `failover_priority <= 0` means nofailover."""
+    if tags.get("nofailover") is not None:
+        return _truthy(tags["nofailover"])
+    return "failover_priority" in tags and tags_failover_priority(tags) <= 0
+
+
 @dataclass(frozen=True)
 class Member:
     """One `members/<name>` key."""
@@ -112,23 +126,11 @@ class Member:
 
     @property
     def nofailover(self) -> bool:
-        """Patroni's rule: `nofailover: true`, or `failover_priority <= 0`."""
-        if "nofailover" in self.tags and self.tags.get("nofailover") is not None:
-            return _truthy(self.tags.get("nofailover"))
-        prio = self.tags.get("failover_priority")
-        if prio is not None:
-            try:
-                return int(prio) <= 0
-            except (TypeError, ValueError):
-                return False
-        return False
+        return tags_nofailover(self.tags)
 
     @property
     def failover_priority(self) -> int:
-        try:
-            return int(self.tags.get("failover_priority", 1))
-        except (TypeError, ValueError):
-            return 1
+        return tags_failover_priority(self.tags)
 
     @property
     def noloadbalance(self) -> bool:

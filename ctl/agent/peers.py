@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable, Mapping
 
 from ctl.ha.state import PeerView
-from ctl.model import Member, _truthy
+from ctl.model import Member, tags_failover_priority, tags_nofailover
 
 
 def _wal(data: Mapping[str, Any]) -> int | None:
@@ -25,18 +25,13 @@ def _wal(data: Mapping[str, Any]) -> int | None:
 
 def parse_status(name: str, data: Mapping[str, Any]) -> PeerView:
     tags = data.get("tags") if isinstance(data.get("tags"), Mapping) else {}
-    nofailover = _truthy(tags.get("nofailover", False))
-    try:
-        priority = int(tags.get("failover_priority", 1))
-    except (TypeError, ValueError):
-        priority = 1
     return PeerView(
         name=name,
         reachable=True,
         wal_lsn=_wal(data),
         is_primary=data.get("role") in ("primary", "master") and data.get("state") == "running",
-        nofailover=nofailover or priority <= 0,
-        failover_priority=priority,
+        nofailover=tags_nofailover(tags),
+        failover_priority=tags_failover_priority(tags),
     )
 
 

@@ -9,7 +9,7 @@ from ctl.config import Config
 from ctl.dynconfig import AGENT_DEFAULT_PARAMETERS
 from ctl.errors import ConfigError
 from ctl.ha.state import HaSettings
-from ctl.model import DynamicConfig, _truthy
+from ctl.model import DynamicConfig, _truthy, tags_failover_priority, tags_nofailover
 
 DEFAULT_PARAMETERS = AGENT_DEFAULT_PARAMETERS
 ROLE_OPTIONS = frozenset({"superuser", "nosuperuser", "createdb", "nocreatedb", "createrole", "nocreaterole",
@@ -131,13 +131,7 @@ def ha_settings(config: Config, dynamic: DynamicConfig | None) -> HaSettings:
     pg = data.get("postgresql") if isinstance(data.get("postgresql"), Mapping) else {}
     use_rewind = _truthy(pg.get("use_pg_rewind", config.postgresql.use_pg_rewind))
     tags = config.tags
-    nofailover = _truthy(tags.get("nofailover", False))
-    try:
-        priority = int(tags.get("failover_priority", 1))
-    except (TypeError, ValueError):
-        priority = 1
-    if priority <= 0:
-        nofailover = True
+    nofailover, priority = tags_nofailover(tags), tags_failover_priority(tags)
     return HaSettings(
         ttl=ttl,
         loop_wait=loop_wait,

@@ -81,3 +81,15 @@ def test_agent_command_reports_a_bad_file_in_one_line(tmp_path):
     assert proc.stderr.startswith("Error: malformed YAML in ")
     assert ", line " in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def test_nofailover_follows_patroni_precedence_everywhere():
+    from ctl.agent.peers import parse_status
+    from ctl.model import Member, tags_nofailover
+
+    for tags, expected in [({}, False), ({"failover_priority": 0}, True), ({"failover_priority": 3}, False),
+                           ({"nofailover": True}, True), ({"nofailover": False, "failover_priority": 0}, False)]:
+        assert tags_nofailover(tags) is expected, tags
+        assert Member("m", tags=tags).nofailover is expected
+        assert parse_status("m", {"tags": tags}).nofailover is expected
+        assert st.ha_settings(cfg(tags=tags), None).nofailover is expected
