@@ -295,7 +295,6 @@ class Agent:
             sysid = control.get("Database system identifier") or sysid
             was_primary = control.get("Database cluster state", "") in ("in production", "shut down")
         grace = max(2 * self.settings.loop_wait, 5)
-        recent = self._last_streaming is not None and now - self._last_streaming <= self.settings.ttl
         stalled = (bool(state.running and state.in_recovery and not state.streaming and self.upstream)
                    and now - max(self._last_streaming or 0.0, self.follow_since) > grace)
         return PgView(
@@ -304,7 +303,6 @@ class Agent:
             timeline=state.timeline,
             wal_lsn=state.wal_lsn,
             streaming=state.streaming,
-            streamed_recently=recent,
             stream_stalled=stalled,
             upstream=self.upstream if state.running else None,
             data_dir_empty=empty,

@@ -9,7 +9,6 @@ import sys
 
 from ctl import __version__
 from ctl.config import Config, load
-from ctl.errors import CtlError
 
 log = logging.getLogger("hactl.agent")
 
@@ -30,8 +29,8 @@ def _setup_logging(config: Config, log_file: str | None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def build(config_path: str, user: str | None = None):
-    """Load and validate the configuration and construct the agent's parts (nothing started yet).
+def build(config_path: str) -> Config:
+    """Load and validate the configuration (nothing started yet).
 
     Raises:
         ConfigError: a bad configuration file.
@@ -49,13 +48,14 @@ def run(config_path: str, user: str | None = None, log_file: str | None = None) 
     Raises:
         CtlError: configuration or start-up failures (the CLI prints them as one line).
     """
+    from ctl.agent import settings as st
     from ctl.agent.api import ApiServer
     from ctl.agent.loop import Agent
     from ctl.dcs.etcd3 import Etcd3Dcs
     from ctl.pg.osuser import ensure_os_user, is_root
     from ctl.pg.postgres import Postgres
 
-    config = build(config_path, user)
+    config = build(config_path)
     _setup_logging(config, log_file)
     os_user = None
     if is_root():
@@ -64,8 +64,9 @@ def run(config_path: str, user: str | None = None, log_file: str | None = None) 
     assert config.etcd is not None
     # A failed DCS call is retried once, so one call may take 2*timeout: keep it well inside retry_timeout,
     # the window in which a leader that cannot renew must demote.
+    retry_timeout = st.ha_settings(config, None).retry_timeout
     dcs = Etcd3Dcs(config.etcd, config.namespace, config.scope or "",
-                   timeout=max(0.5, min(2.0, _retry(config) / 3.0)))
+                   timeout=max(0.5, min(2.0, retry_timeout / 3.0)))
     pg = Postgres(config.postgresql, config.name or "", os_user=os_user, bin_dir=config.postgresql.bin_dir,
                   log_file=os.path.join(os.path.dirname(os.path.abspath(config.postgresql.data_dir or ".")),
                                         f"{config.name}-postgresql.log"))
@@ -92,8 +93,6 @@ def run(config_path: str, user: str | None = None, log_file: str | None = None) 
              config.name, config.restapi.listen)
     try:
         agent.run()
-    except CtlError:
-        raise
     finally:
         try:
             api.stop()
@@ -102,15 +101,6 @@ def run(config_path: str, user: str | None = None, log_file: str | None = None) 
         dcs.close()
     log.info("agent stopped")
     return 0
-
-
-def _retry(config: Config) -> int:
-    from ctl.agent.settings import bootstrap_dcs
-
-    try:
-        return int(bootstrap_dcs(config).get("retry_timeout", 10))
-    except (TypeError, ValueError):
-        return 10
 
 
 def _register_operations(api, agent) -> None:

@@ -29,8 +29,6 @@ class PgView:
     timeline: int | None = None
     wal_lsn: int | None = None
     streaming: bool = False
-    # streaming at some point within the last ttl seconds: the leader may just have died and taken the stream
-    streamed_recently: bool = False
     # not streaming although a leader is up, for longer than the rejoin grace period
     stream_stalled: bool = False
     upstream: str | None = None  # the member name our primary_conninfo points at (None: no upstream)
@@ -63,7 +61,6 @@ class Observation:
     cluster: Cluster | None  # None: the DCS read failed
     last_lock_renewal: float | None = None  # monotonic time of our last successful leader renewal
     peers: Mapping[str, PeerView] = field(default_factory=dict)
-    shutting_down: bool = False
     wall_time: float = 0.0  # epoch seconds, for scheduled switchovers
 
     @property

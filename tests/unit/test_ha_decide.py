@@ -17,7 +17,7 @@ ME = "node2"
 S = HaSettings(ttl=30, loop_wait=10, retry_timeout=10, maximum_lag_on_failover=1_000_000, use_pg_rewind=True)
 
 REPLICA = PgView(running=True, in_recovery=True, timeline=1, wal_lsn=5_000_000, streaming=True,
-                 streamed_recently=True, upstream="node1", data_dir_empty=False, system_identifier="42")
+                 upstream="node1", data_dir_empty=False, system_identifier="42")
 PRIMARY = PgView(running=True, in_recovery=False, timeline=1, wal_lsn=5_000_000, data_dir_empty=False,
                  system_identifier="42")
 STOPPED = PgView(running=False, data_dir_empty=False, system_identifier="42")
