@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from ctl import render_operations as rops
 from ctl.cli.app import app
 from ctl.config import build
+from tests.unit.audit_store import AuditStore
 from ctl.errors import CasFailed, ExitCode, NotFound, Refused, RestError, UsageError
 from ctl.model import Cluster, DynamicConfig, Failover, Leader, Member, Status, SyncState
 from ctl.restclient import RestClient
@@ -53,7 +54,7 @@ def cluster(leader: str | None = "node1", *, members: tuple[Member, ...] | None 
                    status=Status(optime=OPTIME), revision=20)
 
 
-class ScriptedDcs:
+class ScriptedDcs(AuditStore):
     """get_cluster returns the next snapshot of a script (the last one repeats); puts are recorded."""
 
     def __init__(self, *snapshots: Cluster, put_error: Exception | None = None) -> None:
@@ -71,6 +72,8 @@ class ScriptedDcs:
         return ["demo"]
 
     def put(self, key: str, value: str, **kw: Any) -> int:
+        if self.audit_put(key, value):
+            return 1
         self.puts.append((key, value, kw))
         if self.put_error:
             error, self.put_error = self.put_error, None

@@ -1,0 +1,76 @@
+"""Output of the operator's tools: `plan`, `check`, `audit` and `drill`. Strings only; never fetches anything."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Sequence
+
+from ctl.render import _table_string
+
+if TYPE_CHECKING:
+    from ctl.services.audit import AuditEntry
+    from ctl.services.check import CheckReport
+    from ctl.services.plan import PlanReport
+
+
+def _mb(n: int | None) -> str:
+    if n is None:
+        return "unknown"
+    from ctl.ha.eligibility import fmt_bytes
+
+    return fmt_bytes(n)
+
+
+def render_plan(report: "PlanReport", fmt: str = "pretty") -> str:
+    """`plan`: every member with its verdict and reasons, then who would be chosen and why."""
+    if fmt == "json":
+        return json.dumps(report.to_json()) + "\n"
+    rows = [[v.member, v.role.replace("_", " ").title(), "yes" if v.eligible else "no", _mb(v.lag_bytes),
+             "" if v.timeline is None else str(v.timeline), "\n".join(v.reasons) or "-"] for v in report.members]
+    title = f"Plan: {report.action} of {report.cluster}"
+    text = _table_string(["Member", "Role", "Eligible", "Lag", "TL", "Reasons"], rows, title)
+    if report.chosen:
+        text += f"Chosen: {report.chosen} ({report.why})\n"
+    else:
+        text += f"Refused: {report.why}\n"
+    return text
+
+
+def render_check(report: "CheckReport", fmt: str = "pretty") -> str:
+    """`check`: one row per finding, errors first, then the count per severity."""
+    if fmt == "json":
+        return json.dumps(report.to_json()) + "\n"
+    s = report.summary
+    counts = f"{s['error']} error(s), {s['warning']} warning(s), {s['info']} info"
+    if not report.findings:
+        return f"Check of {report.cluster}: no findings\n"
+    rows = [[f.severity, f.check, f.member or "-", f.message, f.fix or "-"] for f in report.sorted()]
+    return _table_string(["Severity", "Check", "Member", "Finding", "Fix"], rows,
+                         f"Check: {report.cluster}") + counts + "\n"
+
+
+def render_audit(entries: Sequence["AuditEntry"], fmt: str = "pretty") -> str:
+    """`audit`: the trail, oldest first."""
+    if fmt == "json":
+        return json.dumps([e.to_json() for e in entries]) + "\n"
+    if fmt == "tsv":
+        cols = ["time", "cluster", "user", "host", "command", "reason", "result", "exit_code", "duration_s"]
+        lines = ["\t".join(cols)]
+        for e in entries:
+            d = e.to_json()
+            lines.append("\t".join(_plain(d.get(c)) for c in cols))
+        return "\n".join(lines) + "\n"
+    rows = [[e.time, f"{e.user}@{e.host}" if e.host else e.user, e.command, e.reason or "-",
+             e.result + ("" if e.exit_code in (None, 0) else f" ({e.exit_code})"),
+             "" if e.duration_s is None else f"{e.duration_s:.1f}s"] for e in entries]
+    if not rows:
+        return "No audit entries.\n"
+    return _table_string(["Time", "Who", "Command", "Reason", "Result", "Took"], rows, "Audit trail")
+
+
+def _plain(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value)
+    return str(value).replace("\t", " ").replace("\n", " ")
