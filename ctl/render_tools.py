@@ -74,3 +74,19 @@ def _plain(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return " ".join(str(v) for v in value)
     return str(value).replace("\t", " ").replace("\n", " ")
+
+
+def render_drill(record: Any) -> str:
+    """`drill`: the figures a stopwatch and a client would give, one per row."""
+    d = record.to_json()
+    rows = [["from / to", f"{d['from'] or '-'} -> {d['to'] or '-'}"],
+            ["result", d["result"] + (f" ({d['message']})" if d["message"] else "")],
+            ["write_gap_s", "-" if d["write_gap_s"] is None else f"{d['write_gap_s']:.3f}"],
+            ["acked_writes", str(d["acked_writes"])],
+            ["lost_acked_writes", str(d["lost_acked_writes"])],
+            ["verified_after_s", "-" if d["verified_after_s"] is None else f"{d['verified_after_s']:.3f}"],
+            ["writers", str(d["writers"])],
+            ["record", d["record"] or "(not written)"]]
+    text = _table_string(["Figure", "Value"], rows, f"Drill: {d['action']} of {d['cluster']}")
+    text += ("PASSED\n" if d["passed"] else "FAILED: " + "; ".join(d["problems"]) + "\n")
+    return text

@@ -51,6 +51,28 @@ def cmd_plan(
     return ExitCode.OK if report.chosen else ExitCode.REFUSED
 
 
+def cmd_check(
+    ctx: typer.Context,
+    cluster_name: Annotated[Optional[str], typer.Argument(metavar="[CLUSTER_NAME]")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Warnings fail the check too")] = False,
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=_FORMAT_HELP)] = "pretty",
+) -> int:
+    """Lint the configuration and the live cluster against best practice (works on Patroni clusters too).
+
+    Exit code 0 without errors (with --strict: without warnings either), 11 with findings, 4 when etcd cannot be
+    reached."""
+    from ctl import render_tools
+    from ctl.services import check as csvc
+
+    state: AppState = ctx.obj
+    fmt = _fmt(fmt)
+    cluster = ui.read_cluster(state, cluster_name)
+    superuser = getattr(getattr(state.config, "postgresql", None), "superuser", None)
+    report = csvc.run_check(cluster, state.dcs, state.rest, superuser)
+    out(render_tools.render_check(report, fmt))
+    return ExitCode.FINDINGS if report.failed(strict) else ExitCode.OK
+
+
 def cmd_audit(
     ctx: typer.Context,
     cluster_name: Annotated[Optional[str], typer.Argument(metavar="[CLUSTER_NAME]")] = None,
@@ -73,4 +95,5 @@ def cmd_audit(
 
 def register(app: typer.Typer) -> None:
     app.command("plan")(cmd_plan)
+    app.command("check")(cmd_check)
     app.command("audit")(cmd_audit)

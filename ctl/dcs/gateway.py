@@ -314,6 +314,28 @@ class EtcdGateway:
         body = self._call("/kv/deleterange", {"key": b64(start), "range_end": b64(end)})
         return int(body.get("deleted", 0))
 
+    def etcd_members(self) -> list[dict[str, Any]]:
+        """etcd's own member list: [{"name", "clientURLs", "peerURLs"}].
+
+        Raises:
+            DcsUnavailable, DcsError: see get_prefix.
+        """
+        body = self._call("/cluster/member/list", {})
+        return [m for m in body.get("members") or () if isinstance(m, dict)]
+
+    def endpoint_health(self, url: str, timeout: float = 2.0) -> tuple[bool, str | None]:
+        """GET <url>/health on one etcd member: (healthy, why not)."""
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout,
+                                        context=self._ssl_context if url.startswith("https") else None) as resp:
+                data = json.loads(resp.read().decode("utf-8") or "{}")
+        except Exception as exc:  # noqa: BLE001 - any failure is an unhealthy answer, said in words
+            return False, _describe_transport(exc) if isinstance(exc, OSError) else str(exc)
+        healthy = str(data.get("health")).lower() == "true"
+        return healthy, None if healthy else str(data.get("reason") or data)
+
     def list_clusters(self, namespace: str) -> list[str]:
         """Names of the clusters that have keys under the namespace (keys only; values are not transferred).
 
