@@ -67,3 +67,16 @@ def record(agent: Any, event: str, result: str = "", **args: Any) -> None:
         writer.add(layout.PREFIX + layout.new_id(), layout.encode(entry))
     except Exception:  # noqa: BLE001 - the audit trail must never break the HA loop
         log.exception("cannot queue an audit entry for %s", event)
+
+
+_paused: dict[int, bool] = {}
+
+
+def pause_seen(agent: Any, cluster: Any) -> None:
+    """Record a change of the cluster's pause state, as this agent first sees it (one entry per transition)."""
+    if cluster is None:
+        return
+    now, before = bool(cluster.is_paused), _paused.get(id(agent))
+    _paused[id(agent)] = now
+    if before is not None and now != before:
+        record(agent, "pause seen" if now else "resume seen", "maintenance mode " + ("on" if now else "off"))

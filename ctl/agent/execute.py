@@ -8,6 +8,7 @@ import socket
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from ctl.agent import audit
 from ctl.agent import settings as st
 from ctl.agent.tasks import TaskResult
 from ctl.dcs import codec, keys
@@ -265,6 +266,7 @@ class Executor:
         self._slots = None
         new = a.pg.probe()
         log.info("promoted: now primary on timeline %s", new.timeline)
+        audit.record(a, "promote", self._reason, timeline=new.timeline)
         self._write_history(old.timeline, new.timeline)
         return True
 
@@ -328,6 +330,7 @@ class Executor:
     def _demote(self, action: Action) -> bool:
         a = self.agent
         log.warning("demoting: stopping PostgreSQL immediately")
+        audit.record(a, "demote", self._reason)
         a.last_lock_renewal = None
         a.pg.stop(mode="immediate")
         a.upstream = None
@@ -365,6 +368,7 @@ class Executor:
             a.pg.stop(mode="fast")
         self.activity = "rewinding"
         log.info("running pg_rewind from %s", target)
+        audit.record(a, "rewind", self._reason, source=target)
         if not a.pg.rewind(source):
             if not self._source_reachable(target):
                 return False
@@ -378,6 +382,7 @@ class Executor:
             return False
         if a.pg.is_running():
             a.pg.stop(mode="fast")
+        audit.record(a, "re-clone", self._reason, source=action.target)
         a.pg.remove_data_dir()
         return self._clone(action) and self._start_replica(action)
 
