@@ -3,15 +3,16 @@
 Each check is a function `(CheckInputs) -> list[Finding]` in CHECKS, with a stable id an operator can grep for.
 The inputs are what hactl reads the same way from Patroni and hactl agents: the etcd keys, each member's
 `GET /patroni`, etcd's own member list and health, and (when the CLI has credentials) two PostgreSQL settings.
+"Can anyone take over?" is answered by the agent's own candidate rules (ctl/ha/eligibility.py via plan.evaluate).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 
-from ctl.model import Cluster, Member, tags_nofailover
+from ctl.model import Cluster, Member
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -145,21 +146,29 @@ def check_replication(inputs: CheckInputs) -> list[Finding]:
 
 
 def check_candidates(inputs: CheckInputs) -> list[Finding]:
-    replicas = _replicas(inputs)
-    if not replicas:
+    """The switchover rules the agent applies (ctl/ha/eligibility.py), plus: the member must be streaming."""
+    from ctl.services.plan import evaluate
+
+    if not _replicas(inputs):
         return [Finding("no-candidate", "error", None, "the cluster has no replica: nothing can take over",
                         "add a member")]
-    usable = []
-    for m in replicas:
-        status = _status(inputs, m.name)
-        tags = status.get("tags") if status and isinstance(status.get("tags"), Mapping) else m.tags
-        if status and status.get("state") == "running" and status.get("replication_state") == "streaming" \
-                and not tags_nofailover(tags) and not m.nofailover:
-            usable.append(m.name)
-    if not usable:
-        return [Finding("no-candidate", "error", None, "no replica can take over: every one is tagged nofailover "
-                        "or not streaming", "untag one replica (nofailover/failover_priority) and get it streaming")]
-    return []
+    if inputs.cluster.leader is None:
+        return []  # reported by check_leader; `hactl plan failover` tells who could take over
+    # pause and a pending schedule have their own findings: judge the members as if neither were there
+    c = inputs.cluster
+    unpaused = replace(c, failover=None, config=replace(c.config, data={**c.config.data, "pause": False})
+                       if c.config else None)
+    report = evaluate(unpaused, "switchover", None, inputs.statuses)
+    reasons = dict(report.refusals)
+    for v in report.members:
+        status = _status(inputs, v.member)
+        if v.eligible and (status is None or status.get("replication_state") != "streaming"):
+            reasons[v.member] = "is not streaming"
+    if len(reasons) < len(_replicas(inputs)):
+        return []
+    why = "; ".join(f"{n}: {r}" for n, r in sorted(reasons.items()))
+    return [Finding("no-candidate", "error", None, f"no replica can take over now: {why}",
+                    "see `hactl plan switchover`; untag (nofailover/failover_priority) or repair a replica")]
 
 
 def check_rewind(inputs: CheckInputs) -> list[Finding]:
