@@ -37,7 +37,7 @@ import threading
 import time
 from contextlib import contextmanager
 from functools import cached_property
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 
 # Connection errors during startup that waiting will not cure (the server is up and says no).
 _REFUSED_FOR_GOOD = ("authentication failed", "no pg_hba.conf entry", "does not exist")
+# The postmaster answers, but recovery has not reached a consistent state yet.
+_STARTING = ("not yet accepting connections", "the database system is starting up")
 _MAX_SOCKET_PATH = 100  # sun_path is 108 bytes including "/.s.PGSQL.65535"
 
 
@@ -265,9 +267,11 @@ class Postgres:
     def is_running(self) -> bool:
         return self._postmaster.pid is not None
 
-    def start(self, timeout: float = 60) -> None:
+    def start(self, timeout: float = 60, *, wait_ready: bool = True) -> None:
         """Start the postmaster as a fenced child and wait until it accepts connections (read-write, or
-        read-only for a standby that reached consistency). Any thread may call it (see FENCING).
+        read-only for a standby that reached consistency). Any thread may call it (see FENCING). With
+        `wait_ready=False` (a standby), return as soon as the server answers at all, even with "not yet accepting
+        connections": reaching consistency may take long, and the caller watches it with probe().
 
         No-op when a postmaster already runs on this data directory. On timeout the server is left running
         (a standby may still be catching up) and the error says so.
@@ -285,9 +289,9 @@ class Postgres:
             self._prepare_socket_dir()
             offset = self._postmaster.spawn(self.bin_dir, self.os_user)
             log.info("started PostgreSQL (pid %s, port %s)", self.pid, self.port)
-            self._wait_accepting(timeout, offset)
+            self._wait_accepting(timeout, offset, wait_ready)
 
-    def _wait_accepting(self, timeout: float, log_offset: int) -> None:
+    def _wait_accepting(self, timeout: float, log_offset: int, wait_ready: bool = True) -> None:
         deadline = time.monotonic() + timeout
         last = "no attempt"
         while True:
@@ -304,6 +308,9 @@ class Postgres:
                 last = _first_line(exc)
                 if "Hot standby mode is disabled" in str(exc):  # hot_standby=off: a standby never lets us in
                     log.info("PostgreSQL is up as a standby without hot_standby; not waiting for connections")
+                    return
+                if not wait_ready and any(m in str(exc) for m in _STARTING):
+                    log.info("PostgreSQL is up and in recovery (%s); not waiting for consistency", last)
                     return
                 if any(m in last for m in _REFUSED_FOR_GOOD):  # up, but it will never let us in: say so now
                     raise PgCommandError(
@@ -475,11 +482,15 @@ class Postgres:
 
     # ------------------------------------------------------------------------------------------ cloning
 
-    def basebackup(self, source_conninfo: str | Mapping[str, Any], timeout: float = 600,
-                   *, slot: str | None = None) -> None:
-        """Clone the source server with `pg_basebackup -X stream -c fast` into an empty data directory.
+    def basebackup(self, source_conninfo: str | Mapping[str, Any], timeout: float | None = None,
+                   *, slot: str | None = None, options: Sequence[str] = (),
+                   on_output: Callable[[str], None] | None = None) -> None:
+        """Clone the source server with `pg_basebackup -X stream -c fast --progress` into an empty data directory.
 
         `slot` (a member name, sanitized) streams the backup's WAL through that existing slot on the source.
+        `options` are more pg_basebackup arguments (`--max-rate=10M`, `--checkpoint=spread`: they replace the
+        defaults they name); `on_output` gets each line of its output as it comes (progress). No timeout by
+        default: a throttled backup of a big cluster takes as long as it takes (cancel it instead).
         On failure the data directory is left empty. Call write_config() before start().
 
         Raises:
@@ -489,7 +500,7 @@ class Postgres:
         with self._lock:
             if self.is_running():
                 raise PgCommandError("cannot clone: PostgreSQL is running")
-            self.files.basebackup(source_conninfo, slot, timeout)
+            self.files.basebackup(source_conninfo, slot, timeout, options=options, on_output=on_output)
             log.info("cloned %s with pg_basebackup", self.data_dir)
 
     def rewind(self, source_conninfo: str | Mapping[str, Any], timeout: float = 600) -> bool:
