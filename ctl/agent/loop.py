@@ -29,8 +29,8 @@ from ctl.config import Config
 from ctl.errors import CtlError
 from ctl.ha.actions import Decision, Kind
 from ctl.ha.decide import decide
-from ctl.ha.state import HaSettings, Observation, PgView
-from ctl.model import Cluster, DynamicConfig, NodeStatus
+from ctl.ha.state import Observation, PgView
+from ctl.model import Cluster, NodeStatus
 from ctl.pg.process import kill_children
 
 log = logging.getLogger("hactl.agent")
