@@ -238,13 +238,13 @@ class Executor:
         now = self.clock()
         if c is None:
             return sorted(self._seen)
-        if not self._adopted_retained and c.status is not None:  # a new leader keeps the old leader's list
+        ttl = node.settings.member_slots_ttl
+        if not self._adopted_retained and c.status is not None and ttl > 0:  # a new leader keeps the old list
             for name in c.status.retain_slots:
                 self._seen.setdefault(name, now)
             self._adopted_retained = True
         for m in c.members:
             self._seen[m.name] = now
-        ttl = node.settings.member_slots_ttl
         self._seen = {n: t for n, t in self._seen.items() if n != node.name and now - t <= ttl}
         return sorted(self._seen)
 
