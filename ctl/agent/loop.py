@@ -165,9 +165,21 @@ class Agent:
             timeout = self.settings.loop_wait if self.cluster is not None else 1.0
             if self.quick_recheck:
                 timeout = min(timeout, 1.0)
-            self.wake.wait(timeout)
+            self._sleep(timeout)
             self.wake.clear()
         self.shutdown()
+
+    def _sleep(self, timeout: float) -> None:
+        """Until woken, `timeout` passed, or the postmaster died (checked every 0.5 s without SQL): a crashed
+        PostgreSQL is noticed within half a second, not on the next loop_wait tick as in Patroni."""
+        deadline = time.monotonic() + timeout
+        was_running = self.pg.is_running()
+        while not self.wake.wait(max(0.0, min(0.5, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                return
+            if was_running and not self.runner.busy and not self.pg.is_running():
+                log.warning("PostgreSQL is gone (postmaster exited)")
+                return
 
     def run_once(self) -> Decision:
         with self.cycle_lock:
