@@ -85,6 +85,9 @@ class Agent:
     good_config = property(lambda self: self.node.good_config, lambda self, v: setattr(self.node, "good_config", v))
     last_switchover_result = property(lambda self: self.node.last_switchover_result,
                                       lambda self, v: setattr(self.node, "last_switchover_result", v))
+    upstream = property(lambda self: self.node.upstream)
+    last_lock_renewal = property(lambda self: self.node.last_lock_renewal)
+    _pg_state = property(lambda self: self.node.pg_state)  # the last probe (older callers read this name)
 
     @property
     def busy(self) -> str | None:
