@@ -7,6 +7,7 @@ that lags past `maximum_lag_on_failover`, is tagged nofailover, or is behind a r
 
 from __future__ import annotations
 
+from ctl.ha import failsafe, standby
 from ctl.ha.actions import Action, Decision, Kind, act
 from ctl.ha.state import Observation
 from ctl.model import lsn_to_str
@@ -28,6 +29,11 @@ def demote_after(obs: Observation) -> float:
 
 def decide(obs: Observation) -> Decision:
     """Choose what the agent does in this loop iteration."""
+    decision = _decide(obs)
+    return standby.adapt(decision) if standby.active(obs) else decision
+
+
+def _decide(obs: Observation) -> Decision:
     if not obs.dcs_ok:
         return _without_dcs(obs)
     cluster = obs.cluster
@@ -62,6 +68,8 @@ def decide(obs: Observation) -> Decision:
         return _not_running(obs, leader)
 
     if obs.holds_lock:
+        if standby.active(obs):
+            return _leader_switchover(obs) if obs.failover and not obs.is_primary else standby.leader(obs)
         if obs.is_primary:
             if obs.failover is not None:
                 return _leader_switchover(obs)
@@ -121,13 +129,16 @@ def _truthy_tag(value: object) -> bool:
 def _without_dcs(obs: Observation) -> Decision:
     if not obs.is_primary:
         return _d("DCS unreachable: staying a replica")
+    keep = failsafe.keeps_leading(obs)
+    if keep is not None:
+        return keep
     if obs.last_lock_renewal is None:
         return _d("demoting: DCS unreachable and this primary holds no leader lock", act(Kind.DEMOTE))
     elapsed = obs.now - obs.last_lock_renewal
     limit = demote_after(obs)
     if elapsed >= limit:
-        return _d(f"demoting: cannot renew leader lock for {elapsed:.1f}s (limit {limit:.0f}s, ttl {obs.settings.ttl}s)",
-                  act(Kind.DEMOTE))
+        return _d(f"demoting: cannot renew leader lock for {elapsed:.1f}s (limit {limit:.0f}s, ttl {obs.settings.ttl}s)"
+                  + failsafe.why_not_accepted(obs), act(Kind.DEMOTE))
     return _d(f"DCS unreachable: leader lock renewed {elapsed:.1f}s ago, demoting at {limit:.0f}s")
 
 
@@ -137,6 +148,8 @@ def _paused(obs: Observation, leader: str | None) -> Decision:
         if fo is not None and fo.member:  # in maintenance mode only a switchover to a named member is allowed
             return _leader_switchover(obs)
         return _d("paused: renewed leader lock", act(Kind.RENEW_LOCK), act(Kind.UPDATE_STATUS))
+    if obs.holds_lock and obs.pg.running and standby.active(obs):  # Patroni #2179: keeps its lock in pause
+        return _d("paused: renewed standby leader lock", act(Kind.RENEW_LOCK), act(Kind.UPDATE_STATUS))
     if leader is None and fo is not None and fo.member == obs.name and obs.pg.running and obs.pg.in_recovery:
         return _take_over_as_candidate(obs)
     if leader is None and obs.is_primary:
@@ -146,6 +159,8 @@ def _paused(obs: Observation, leader: str | None) -> Decision:
 
 def _not_running(obs: Observation, leader: str | None) -> Decision:
     pg = obs.pg
+    if obs.holds_lock and standby.active(obs):
+        return standby.not_running_leader(obs)
     if obs.holds_lock:
         if pg.start_failed or not pg.was_primary:
             return _d("postgres is not running and cannot start as primary: releasing leader lock",
@@ -176,6 +191,9 @@ def _election(obs: Observation) -> Decision:
             return _d(f"no leader; {fo.member} was asked to take over: waiting for it")
     if s.nofailover:
         return _d("no leader; not eligible: tagged nofailover")
+    blocked = failsafe.election_block(obs)
+    if blocked:
+        return _d(blocked)
     if pg.wal_lsn is None:
         return _d("no leader; not eligible: own WAL position unknown")
     optime = cluster.optime
