@@ -354,6 +354,7 @@ class NodeStatus:
     ttl: int = 30
     maximum_lag_on_failover: int = 1048576
     cluster_optime: int | None = None  # /status optime as last seen, for ?lag=
+    failsafe_mode_is_active: bool = False
 
 
 @dataclass(frozen=True)

@@ -187,3 +187,64 @@ class Callbacks:
     def stop(self) -> None:
         self._main.stop()
         self._reload.stop()
+
+
+class CallbackHooks:
+    """When each callback fires, from what the executor just did (Patroni's Postgresql.role bookkeeping).
+
+    `role` is the role of the last callback: a start in a different role than the last known one is a role change
+    (`on_role_change`), a start in the same role (or the first start) is `on_start`; a reload that changes the
+    role (a replica that became the standby leader) is `on_role_change`, otherwise `on_reload`.
+    """
+
+    def __init__(self, callbacks: Callbacks | None) -> None:
+        self.callbacks = callbacks
+        self.role: str | None = None
+        self.fired = False
+
+    def _fire(self, action: str, role: str) -> None:
+        self.fired = True
+        self.role = role
+        if self.callbacks is not None:
+            self.callbacks.fire(action, role)
+
+    def started(self, role: str) -> None:
+        changed = self.role not in (None, "uninitialized", role)
+        self._fire("on_role_change" if changed else "on_start", role)
+
+    def stopped(self, role: str) -> None:
+        self._fire("on_stop", role)
+
+    def restarted(self, role: str) -> None:
+        self._fire("on_restart", role)
+
+    def promoted(self) -> None:
+        self._fire("on_role_change", "primary")
+
+    def reloaded(self, role: str) -> None:
+        changed = self.role not in (None, "uninitialized", role)
+        self._fire("on_role_change" if changed else "on_reload", role)
+
+    def adopted(self, role: str) -> None:
+        """The loop found PostgreSQL running and no callback has fired yet (Patroni's _run_cycle on_start)."""
+        if not self.fired:
+            self._fire("on_start", role)
+
+
+def hooks_for(config: object) -> CallbackHooks:
+    """Hooks for the agent; a Callbacks executor (two threads) only when `postgresql.callbacks` is configured.
+
+    `postgresql.callback_timeout` (seconds, hactl only; Patroni has none) kills a callback that runs longer.
+    """
+    raw = getattr(config, "raw", {}) or {}
+    pg = raw.get("postgresql") if isinstance(raw.get("postgresql"), Mapping) else {}
+    commands = pg.get("callbacks") if isinstance(pg.get("callbacks"), Mapping) else {}
+    if not commands:
+        return CallbackHooks(None)
+    try:
+        timeout = float(pg["callback_timeout"]) if pg.get("callback_timeout") not in (None, "") else None
+    except (TypeError, ValueError):
+        log.error("postgresql.callback_timeout: not a number: %r (no timeout)", pg.get("callback_timeout"))
+        timeout = None
+    timeout = timeout if timeout and timeout > 0 else None
+    return CallbackHooks(Callbacks(lambda: commands, str(getattr(config, "scope", "") or ""), lambda: timeout))

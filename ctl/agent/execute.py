@@ -9,10 +9,12 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ctl.agent import settings as st
+from ctl.agent import standby as sb
 from ctl.agent.tasks import TaskResult
 from ctl.dcs import codec, keys
 from ctl.errors import ConfigError, CtlError
 from ctl.ha.actions import Action, Decision, Kind
+from ctl.ha.standby import REMOTE
 from ctl.model import HistoryEntry, Member, lsn_from_str
 from ctl.pg.conf import slot_name
 
@@ -39,6 +41,10 @@ class Executor:
     def cfg(self):
         return self.agent.config
 
+    @property
+    def hooks(self):
+        return self.agent.hooks
+
     def holds_lock_now(self) -> bool:
         c = self.agent.cluster
         return bool(c and c.leader and c.leader.name == self.agent.name) or self.agent.last_lock_renewal is not None
@@ -48,6 +54,8 @@ class Executor:
         return c.member(name) if c and name else None
 
     def conninfo(self, target: str, *, replication: bool) -> str | None:
+        if target == REMOTE:
+            return sb.remote_conninfo(self, replication=replication)
         m = self._member(target)
         if m is None or not m.host:
             return None
@@ -70,8 +78,9 @@ class Executor:
         # only the leader keeps slots (for every member); a cascading replica streams without one
         slot = (slot_name(self.agent.name)
                 if (primary_conninfo and target == leader and st.use_slots(self.cfg, dynamic)) else None)
+        slot = sb.remote_slot(self) if target == REMOTE else slot
         return self.agent.pg.write_config(
-            st.pg_parameters(self.cfg, dynamic),
+            {**st.pg_parameters(self.cfg, dynamic), **(sb.recovery_parameters(self, target) if standby else {})},
             st.pg_hba(self.cfg, dynamic),
             standby=standby,
             primary_conninfo=primary_conninfo,
@@ -105,6 +114,7 @@ class Executor:
             a._publish()
             timeout = float(params.get("timeout") or 60)
             a.pg.restart(timeout=timeout)
+            self.hooks.restarted(a._role_name())
             log.info("restarted PostgreSQL on request")
             return TaskResult(True, "restarted successfully")
         if kind == "reload":
@@ -115,6 +125,7 @@ class Executor:
             self.write_config(standby=standby, target=a.upstream if standby else None)
             if a.pg.is_running():
                 a.pg.reload()
+                self.hooks.reloaded(a._role_name())
             log.info("reloaded configuration on request")
             return TaskResult(True, "reload scheduled" if c is not None else "reloaded")
         if kind == "reinitialize":
@@ -140,14 +151,17 @@ class Executor:
         log.info("won the bootstrap race: initializing a new cluster")
         try:
             self.activity = "initializing new cluster"
+            remote = sb.bootstrap_from_remote(self)  # a new standby cluster clones the remote instead of initdb
             if a.pg.data_dir_empty():
                 options = self.cfg.bootstrap.get("initdb") or []
                 a.pg.initdb(list(options))
-            self.write_config(standby=False, target=None)
+            self.write_config(standby=remote, target=REMOTE if remote else None)
             a.pg.start()
-            a.pg.create_users(self.cfg.postgresql.superuser, self.cfg.postgresql.replication,
-                              self.cfg.postgresql.rewind)
-            self._bootstrap_users()
+            a.upstream = REMOTE if remote else None
+            if not remote:
+                a.pg.create_users(self.cfg.postgresql.superuser, self.cfg.postgresql.replication,
+                                  self.cfg.postgresql.rewind)
+                self._bootstrap_users()
             sysid = a.pg.system_identifier() or ""
             a.dcs.ensure_lease(a.settings.ttl)
             if not a.dcs.acquire_leader(a.name):
@@ -156,6 +170,7 @@ class Executor:
             a.dcs.put(keys.INITIALIZE, sysid)
             a.dcs.put(keys.CONFIG, codec.dumps(st.bootstrap_dcs(self.cfg)), create=True)
             log.info("bootstrapped cluster %s (system identifier %s); acquired leader lock", a.scope, sysid)
+            self.hooks.started("standby_leader" if remote else "primary")
             return True
         except CtlError:
             try:
@@ -217,6 +232,7 @@ class Executor:
         a.start_failed = False
         a.upstream = target
         a.follow_since = a.clock()
+        self.hooks.started("standby_leader" if target == REMOTE else ("replica" if standby else "primary"))
 
     def _start_replica(self, action: Action) -> bool:
         self._start(standby=True, target=action.target)
@@ -234,6 +250,7 @@ class Executor:
         a.dcs.ensure_lease(a.settings.ttl)
         if a.dcs.acquire_leader(a.name):
             a.last_lock_renewal = before
+            a.failsafe.after_renewal()
             log.info("acquired leader lock")
             return True
         log.info("could not acquire leader lock: another member holds it")
@@ -245,6 +262,7 @@ class Executor:
         a.dcs.refresh_lease()
         if a.dcs.renew_leader(a.name):
             a.last_lock_renewal = before
+            a.failsafe.after_renewal()
             return True
         a.last_lock_renewal = None
         log.warning("lost leader lock")
@@ -263,6 +281,7 @@ class Executor:
         a.pg.promote()
         a.upstream = None
         self._slots = None
+        self.hooks.promoted()
         new = a.pg.probe()
         log.info("promoted: now primary on timeline %s", new.timeline)
         self._write_history(old.timeline, new.timeline)
@@ -308,6 +327,7 @@ class Executor:
         a.last_switchover_result = None
         self.activity = "stopping"
         a.pg.stop(mode="fast", checkpoint=True)
+        self.hooks.stopped("demoted")
         a.upstream = None
         a.last_lock_renewal = None
         if a.dcs.release_leader(a.name):
@@ -330,6 +350,7 @@ class Executor:
         log.warning("demoting: stopping PostgreSQL immediately")
         a.last_lock_renewal = None
         a.pg.stop(mode="immediate")
+        self.hooks.stopped("demoted")
         a.upstream = None
         return True
 
@@ -337,14 +358,18 @@ class Executor:
         a = self.agent
         self.write_config(standby=True, target=action.target)
         a.pg.reload()
+        self.hooks.reloaded("standby_leader" if action.target == REMOTE else "replica")
         a.upstream = action.target
         a.follow_since = a.clock()
         log.info("following %s", action.target)
         return True
 
+    def _demote_cluster(self, action: Action) -> bool:
+        return sb.demote_cluster(self)
+
     def _source_reachable(self, target: str) -> bool:
         """Destructive steps (rewind, re-clone) need a live source: never wipe data for a dead leader."""
-        m = self._member(target)
+        m = self._member(target) if target != REMOTE else sb.remote_member(self)
         if m is None or not m.host:
             return False
         try:
@@ -367,6 +392,9 @@ class Executor:
         log.info("running pg_rewind from %s", target)
         if not a.pg.rewind(source):
             if not self._source_reachable(target):
+                return False
+            if target == REMOTE:  # the remote may be a standby (chained standby clusters): never wipe the data
+                log.error("pg_rewind from the standby_cluster remote failed: not re-cloning automatically")
                 return False
             log.warning("pg_rewind from %s failed: re-cloning", target)
             return self._reinitialize(action)

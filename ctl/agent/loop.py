@@ -16,6 +16,8 @@ from typing import Any, Mapping
 
 from ctl import __version__
 from ctl.agent import settings as st
+from ctl.agent.callbacks import hooks_for
+from ctl.agent.failsafe import Failsafe
 from ctl.agent.execute import Executor
 from ctl.agent.peers import fetch_peers
 from ctl.agent.tasks import Task, TaskResult
@@ -23,6 +25,7 @@ from ctl.config import Config
 from ctl.errors import CtlError
 from ctl.ha.actions import Decision, Kind
 from ctl.ha.decide import decide
+from ctl.ha.standby import REMOTE
 from ctl.ha.state import HaSettings, Observation, PgView
 from ctl.dynconfig import validate_dynamic_config
 from ctl.model import Cluster, DynamicConfig, NodeStatus
@@ -45,6 +48,8 @@ class Agent:
         self.cluster: Cluster | None = None
         self.settings: HaSettings = st.ha_settings(config, None)
         self.executor = Executor(self)
+        self.hooks = hooks_for(config)  # postgresql.callbacks (ctl/agent/callbacks.py)
+        self.failsafe = Failsafe(self)  # failsafe_mode (ctl/agent/failsafe.py)
         self._status = NodeStatus(name=self.name, scope=self.scope, version=__version__)
         self._last_reason: str | None = None
         self._last_streaming: float | None = None
@@ -145,6 +150,8 @@ class Agent:
             log.info("%s", decision.reason)
             self._last_reason = decision.reason
         self.executor.run(decision)
+        if self._pg_state is not None and self._pg_state.running:
+            self.hooks.adopted(self._role_name())  # found running at start: on_start, as Patroni
         self._publish()
         # after a change (start, promote, follow, step down ...) look again soon, so that state shows up quickly
         routine = {Kind.NOOP, Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS}
@@ -228,6 +235,7 @@ class Agent:
             last_lock_renewal=self.last_lock_renewal,
             peers=peers,
             wall_time=time.time(),
+            failsafe=self.failsafe.observe(cluster, pgv),
         )
 
     def _apply_dynamic_config(self) -> None:
@@ -257,6 +265,7 @@ class Agent:
             standby = bool(state.in_recovery)
             self.executor.write_config(standby=standby, target=self.upstream if standby else None)
             self.pg.reload()
+            self.hooks.reloaded(self._role_name())
             what = ", ".join(changed) if changed else "pg_hba"
             log.info("dynamic config changed (%s): configuration files rewritten, PostgreSQL reloaded", what)
             self._applied_params, self._applied_hba = params, hba
@@ -361,6 +370,8 @@ class Agent:
         s = self._pg_state
         if s is None or not s.running or s.in_recovery is None:
             return "uninitialized" if self.pg.data_dir_empty() else "replica"
+        if s.in_recovery and self.executor.holds_lock_now() and self.upstream == REMOTE:
+            return "standby_leader"
         return "replica" if s.in_recovery else "primary"
 
     def _publish(self) -> None:
@@ -415,6 +426,7 @@ class Agent:
             ttl=self.settings.ttl,
             maximum_lag_on_failover=self.settings.maximum_lag_on_failover,
             cluster_optime=cluster.optime if cluster else None,
+            failsafe_mode_is_active=self.failsafe.is_active(),
         )
 
     # ------------------------------------------------------------------------------------------------ stop
@@ -436,6 +448,9 @@ class Agent:
             else:
                 log.info("shutting down: stopping PostgreSQL")
                 self.pg.stop(mode="fast")
+            self.hooks.stopped("primary" if primary else self._role_name())
+            if self.hooks.callbacks is not None:
+                self.hooks.callbacks.flush()  # on_stop must start before the agent exits
         except CtlError as exc:
             log.error("stopping PostgreSQL failed: %s", exc)
         if leader:

@@ -25,6 +25,10 @@ def leader(obs: Observation) -> Decision:
     if obs.is_primary:
         return Decision((act(Kind.RENEW_LOCK), act(Kind.DEMOTE_CLUSTER)),
                         "cannot be a real primary in a standby cluster: demoting to a standby leader")
+    if obs.pg.stream_stalled and obs.pg.upstream == REMOTE and obs.settings.use_pg_rewind:
+        # e.g. after demote-cluster: this node's timeline diverged from the remote's (Patroni rewinds here too)
+        return Decision((*keep, act(Kind.REWIND, REMOTE)),
+                        "standby leader not streaming from the remote primary: rewinding from it")
     if obs.pg.upstream != REMOTE:
         return Decision((*keep, act(Kind.FOLLOW, REMOTE)),
                         "promoted self to a standby leader because i had the session lock")

@@ -66,7 +66,9 @@ class AgentCluster:
     maximum_lag_on_failover: int = 1048576
 
     # ------------------------------------------------------------------------------------------ set-up
-    def add_node(self, name: str, tags: dict[str, Any] | None = None, use_pg_rewind: bool = True) -> Node:
+    def add_node(self, name: str, tags: dict[str, Any] | None = None, use_pg_rewind: bool = True,
+                 extra: dict[str, Any] | None = None) -> Node:
+        """Write the node's patroni.yml; `extra` is merged into it (e.g. postgresql.callbacks, bootstrap.dcs keys)."""
         os.chmod(self.base, 0o755)
         node_dir = os.path.join(self.base, name)
         os.makedirs(node_dir, exist_ok=True)
@@ -109,6 +111,7 @@ class AgentCluster:
             },
             "tags": tags or {},
         }
+        _deep_merge(cfg, extra or {})
         path = os.path.join(self.base, f"{name}.yml")
         with open(path, "w", encoding="utf-8") as f:
             yaml.safe_dump(cfg, f)
@@ -265,6 +268,14 @@ class AgentCluster:
                 _kill_if_postgres(pid)
             node.proxy.close()
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
 
 
 @contextlib.contextmanager

@@ -335,6 +335,9 @@ STANDBY_CASES = [
      obs(REPLICA, fo(standby(cluster(leader=None)), leader="node1", member=ME)),
      (Kind.ACQUIRE_LOCK, Kind.FOLLOW, Kind.CLEAR_FAILOVER, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS),
      "requested candidate"),
+    ("standby leader that cannot stream from the remote rewinds from it",
+     obs(replace(STANDBY_LEADER, streaming=False, stream_stalled=True), standby(cluster(leader=ME))),
+     (Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS, Kind.REWIND), "rewinding"),
     ("paused standby cluster: the standby leader keeps its lock",
      obs(STANDBY_LEADER, standby(cluster(leader=ME, pause=True))), (Kind.RENEW_LOCK, Kind.UPDATE_STATUS),
      "standby leader"),
@@ -348,6 +351,6 @@ def test_decide_standby_cluster(observation: Observation, kinds: tuple[Kind, ...
     assert decision.kinds == kinds, decision.reason
     assert word in decision.reason
     for a in decision.actions:
-        if a.kind in (Kind.FOLLOW, Kind.START_REPLICA) and observation.holds_lock or a.kind == Kind.FOLLOW and \
+        if a.kind in (Kind.FOLLOW, Kind.START_REPLICA, Kind.REWIND) and observation.holds_lock or a.kind == Kind.FOLLOW and \
                 Kind.ACQUIRE_LOCK in decision.kinds:
             assert a.target == REMOTE
