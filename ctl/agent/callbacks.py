@@ -248,3 +248,16 @@ def hooks_for(config: object) -> CallbackHooks:
         timeout = None
     timeout = timeout if timeout and timeout > 0 else None
     return CallbackHooks(Callbacks(lambda: commands, str(getattr(config, "scope", "") or ""), lambda: timeout))
+
+
+def role_of(node: object) -> str:
+    """The role to pass to a callback from what the agent knows now (a NodeState)."""
+    from ctl.ha.standby import REMOTE
+
+    s = getattr(node, "pg_state", None)
+    if s is None or not getattr(s, "running", False) or getattr(s, "in_recovery", None) is None:
+        return "replica"
+    if not s.in_recovery:
+        return "primary"
+    holds = getattr(node, "holds_lock_now", lambda: False)()
+    return "standby_leader" if holds and getattr(node, "upstream", None) == REMOTE else "replica"

@@ -18,6 +18,8 @@ class HaSettings:
     nofailover: bool = False
     failover_priority: int = 1
     replicatefrom: str | None = None  # tag: stream from this member instead of the leader (cascading)
+    primary_start_timeout: int = 300  # seconds a crashed primary gets to restart in place (0: fail over)
+    member_slots_ttl: int = 1800  # the leader keeps the slot of a member gone for this long
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class PgView:
     system_identifier: str | None = None
     # the last clean state of the data directory says it ran as a primary (pg_controldata "in production"/"shut down")
     was_primary: bool = False
+    # the control file says it did not shut down cleanly ("in production", "in crash recovery"): it crashed
+    crashed: bool = False
     start_failed: bool = False
 
 
@@ -76,6 +80,7 @@ class Observation:
     peers: Mapping[str, PeerView] = field(default_factory=dict)
     wall_time: float = 0.0  # epoch seconds, for scheduled switchovers
     failsafe: FailsafeView = field(default_factory=FailsafeView)
+    task: str | None = None  # the long task the task runner is running ("reinitialize", "restart", ...)
 
     @property
     def failover(self):

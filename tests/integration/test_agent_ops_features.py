@@ -40,8 +40,8 @@ def cluster(request, tmp_path_factory):
     os.chmod(base, 0o755)
     original = AgentCluster.add_node
 
-    def add_node(self, name, tags=None, use_pg_rewind=True, extra=None):
-        return original(self, name, tags, use_pg_rewind, {"postgresql": {"callbacks": {
+    def add_node(self, name, tags=None, use_pg_rewind=True, **kw):
+        return original(self, name, tags, use_pg_rewind, extra={"postgresql": {"callbacks": {
             a: f"{script} {name}" for a in ("on_start", "on_stop", "on_restart", "on_reload", "on_role_change")}}})
 
     AgentCluster.add_node = add_node  # cluster A's nodes only: restored once they are added

@@ -67,8 +67,9 @@ class AgentCluster:
 
     # ------------------------------------------------------------------------------------------ set-up
     def add_node(self, name: str, tags: dict[str, Any] | None = None, use_pg_rewind: bool = True,
-                 extra: dict[str, Any] | None = None) -> Node:
-        """Write the node's patroni.yml; `extra` is merged into it (e.g. postgresql.callbacks, bootstrap.dcs keys)."""
+                 postgresql: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Node:
+        """`postgresql`: more keys of the node's local `postgresql` section (e.g. `basebackup`); `extra` is merged
+        into the whole file (e.g. postgresql.callbacks, bootstrap.dcs keys)."""
         os.chmod(self.base, 0o755)
         node_dir = os.path.join(self.base, name)
         os.makedirs(node_dir, exist_ok=True)
@@ -111,6 +112,7 @@ class AgentCluster:
             },
             "tags": tags or {},
         }
+        cfg["postgresql"].update(postgresql or {})
         _deep_merge(cfg, extra or {})
         path = os.path.join(self.base, f"{name}.yml")
         with open(path, "w", encoding="utf-8") as f:
@@ -280,8 +282,9 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def running_cluster(request, names: tuple[str, ...] = ("node1", "node2", "node3"),
-                    **settings: Any) -> Iterator[AgentCluster]:
-    """A bootstrapped, healthy cluster for a test module; its agents' logs are printed when a test failed."""
+                    postgresql: dict[str, Any] | None = None, **settings: Any) -> Iterator[AgentCluster]:
+    """A bootstrapped, healthy cluster for a test module; its agents' logs are printed when a test failed.
+    `postgresql` goes into every node's local `postgresql` section."""
     from tests.support.procs import etcd_binary, require_binary
 
     require_binary(etcd_binary(), "etcd", "Debian etcd-server")
@@ -289,7 +292,7 @@ def running_cluster(request, names: tuple[str, ...] = ("node1", "node2", "node3"
     etcd = EtcdServer().start()
     c = AgentCluster(etcd, **settings)
     for name in names:
-        c.add_node(name)
+        c.add_node(name, postgresql=postgresql)
     try:
         c.start_all()
         c.wait_healthy(timeout=120)
