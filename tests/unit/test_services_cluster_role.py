@@ -96,3 +96,13 @@ def test_a_refused_patch_is_reported_with_the_status_and_body():
     assert result.message == "Failed to promote dr cluster: /config PATCH status code=500, (nope)"
     result = svc.execute(plan, cluster(), Rest(error=True), Dcs(cluster()), "/service/", timeout=5)
     assert result.outcome == "unreachable"
+
+
+def test_cli_demote_without_a_target_fails_before_etcd_is_read():
+    from typer.testing import CliRunner
+
+    from ctl.cli.app import app
+
+    r = CliRunner().invoke(app, ["demote-cluster", "demo"], env={})
+    assert r.exit_code == 2
+    assert "Error: At least --host, --port or --restore-command should be specified" in r.output
