@@ -94,10 +94,14 @@ def _decide(obs: Observation) -> Decision:
         return _d(f"following {leader}{via}", act(Kind.FOLLOW, upstream))
     if pg.stream_stalled:
         lm = cluster.member(leader)
-        behind = lm is not None and lm.timeline is not None and pg.timeline is not None and pg.timeline < lm.timeline
+        # on another timeline than the leader: older (a failover), or newer (this cluster was promoted, then made
+        # a standby cluster again with demote-cluster): either way its WAL diverged
+        other_tl = lm is not None and lm.timeline is not None and pg.timeline is not None and pg.timeline != lm.timeline
         leader_up = lm is not None and lm.state == "running"
-        if obs.settings.use_pg_rewind and behind and leader_up:
-            return _d(f"not streaming from {leader} and on an older timeline: rewinding", act(Kind.REWIND, leader))
+        if obs.settings.use_pg_rewind and other_tl and leader_up:
+            assert lm is not None and pg.timeline is not None and lm.timeline is not None
+            which = "an older" if pg.timeline < lm.timeline else "a newer (diverged)"
+            return _d(f"not streaming from {leader} and on {which} timeline: rewinding", act(Kind.REWIND, leader))
         return _d(f"not streaming from {upstream}")
     return _d(f"following {leader}" + (f" via {upstream} (replicatefrom)" if upstream != leader else ""))
 
