@@ -12,6 +12,8 @@ import logging
 from typing import Any, Callable, Mapping, Sequence
 
 from ctl.agent import settings as st
+from ctl.agent import standby as sb
+from ctl.agent.callbacks import role_of
 from ctl.agent.history import write_history
 from ctl.agent.node import NodeState, write_config
 from ctl.agent.pgtasks import PgTasks
@@ -20,6 +22,7 @@ from ctl.config import Config
 from ctl.dcs import codec, keys
 from ctl.errors import CtlError
 from ctl.ha.actions import Action, Decision, Kind
+from ctl.ha.standby import REMOTE
 from ctl.pg.conf import slot_name
 
 log = logging.getLogger("hactl.agent")
@@ -31,6 +34,7 @@ LONG: Mapping[Kind, tuple[str, str]] = {
     Kind.REINITIALIZE: ("reinitialize", "creating replica"),
     Kind.START_PRIMARY: ("starting primary", "starting"),
     Kind.START_REPLICA: ("starting as a replica", "starting"),
+    Kind.DEMOTE_CLUSTER: ("demoting to a standby cluster", "stopping"),
 }
 
 
@@ -94,6 +98,8 @@ class Executor:
             return t.rewind(job, target)
         if action.kind == Kind.REINITIALIZE:
             return t.reinitialize(job, target)
+        if action.kind == Kind.DEMOTE_CLUSTER:
+            return sb.demote_cluster(t, job)
         return getattr(self, "_" + action.kind.value)(action)
 
     # ------------------------------------------------------------------------------------------------ requests
@@ -128,6 +134,7 @@ class Executor:
         write_config(self.config, node, self.pg, standby=standby, target=node.upstream if standby else None)
         if self.pg.is_running():
             self.pg.reload()
+            node.hooks.reloaded(role_of(node))
         log.info("reloaded configuration on request")
         return TaskResult(True, "reload scheduled" if node.cluster is not None else "reloaded")
 
@@ -179,6 +186,7 @@ class Executor:
         log.info("promoting PostgreSQL")
         old = self.pg.probe()
         self.pg.promote()
+        node.hooks.promoted()
         node.upstream = None
         self._slots = None
         self._adopted_retained = False
@@ -193,6 +201,7 @@ class Executor:
         log.info("switchover to %s: stopping PostgreSQL cleanly, then releasing the leader lock", action.target)
         node.last_switchover_result = None
         self.pg.stop(mode="fast", checkpoint=True)
+        node.hooks.stopped("demoted")
         node.upstream = None
         node.last_lock_renewal = None
         if self.dcs.release_leader(node.name):
@@ -217,6 +226,7 @@ class Executor:
         if self.runner.busy:
             self.runner.cancel()
         self.pg.stop(mode="immediate")
+        node.hooks.stopped("demoted")
         node.upstream = None
         return True
 
@@ -224,6 +234,7 @@ class Executor:
         node = self.node
         write_config(self.config, node, self.pg, standby=True, target=action.target)
         self.pg.reload()
+        node.hooks.reloaded("standby_leader" if action.target == REMOTE else "replica")
         node.upstream = action.target
         node.follow_since = self.clock()
         log.info("following %s", action.target)
