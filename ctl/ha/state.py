@@ -18,6 +18,20 @@ class HaSettings:
     nofailover: bool = False
     failover_priority: int = 1
     replicatefrom: str | None = None  # tag: stream from this member instead of the leader (cascading)
+    synchronous_mode: str = "off"  # off, on, quorum (always off in a standby cluster)
+    synchronous_mode_strict: bool = False
+    synchronous_node_count: int = 1
+    maximum_lag_on_syncnode: int = -1
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One pg_stat_replication row on the primary: a walsender and the member it streams to."""
+
+    name: str  # application_name (hactl and Patroni set it to the member name)
+    state: str = "streaming"
+    sync_state: str = "async"  # async, potential, sync, quorum
+    lsn: int | None = None  # flush_lsn: what the standby has made durable
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,13 @@ class PgView:
     # the last clean state of the data directory says it ran as a primary (pg_controldata "in production"/"shut down")
     was_primary: bool = False
     start_failed: bool = False
+    replication: tuple[Replica, ...] = ()  # primary: its walsenders
+    sync_names: str | None = None  # the synchronous_standby_names in effect (None: unknown)
+    sync_names_managed: bool = False  # the agent has set synchronous_standby_names itself since it started
+    # primary: its WAL position once the last change of synchronous_standby_names was in effect; a standby that
+    # reports `sync` is trusted with promotion only after it has flushed up to here (commits acknowledged before
+    # the change may have waited for other standbys only)
+    sync_ready_lsn: int | None = None
 
 
 @dataclass(frozen=True)
