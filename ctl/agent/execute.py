@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ctl.agent import settings as st
+from ctl.agent.sync import SyncKeeper
 from ctl.agent.tasks import TaskResult
 from ctl.dcs import codec, keys
 from ctl.errors import ConfigError, CtlError
@@ -33,6 +34,7 @@ class Executor:
         self._slots: frozenset[str] | None = None
         self._last_status: tuple[int | None, tuple[str, ...]] | None = None
         self._reason = ""
+        self.sync = SyncKeeper(self)
 
     # ------------------------------------------------------------------------------------------------ helpers
     @property
@@ -70,8 +72,11 @@ class Executor:
         # only the leader keeps slots (for every member); a cascading replica streams without one
         slot = (slot_name(self.agent.name)
                 if (primary_conninfo and target == leader and st.use_slots(self.cfg, dynamic)) else None)
+        params = st.pg_parameters(self.cfg, dynamic)
+        if self.agent.sync_names is not None:  # synchronous mode: the leader's choice, not the configured value
+            params["synchronous_standby_names"] = self.agent.sync_names
         return self.agent.pg.write_config(
-            st.pg_parameters(self.cfg, dynamic),
+            params,
             st.pg_hba(self.cfg, dynamic),
             standby=standby,
             primary_conninfo=primary_conninfo,
@@ -131,6 +136,15 @@ class Executor:
 
     def _noop(self, action: Action) -> bool:
         return True
+
+    def _write_sync(self, action: Action) -> bool:
+        return self.sync.write_sync(action.target or "")
+
+    def _delete_sync(self, action: Action) -> bool:
+        return self.sync.delete_sync()
+
+    def _set_sync_names(self, action: Action) -> bool:
+        return self.sync.set_names(action.target)
 
     def _initialize(self, action: Action) -> bool:
         a = self.agent

@@ -23,7 +23,7 @@ from ctl.config import Config
 from ctl.errors import CtlError
 from ctl.ha.actions import Decision, Kind
 from ctl.ha.decide import decide
-from ctl.ha.state import HaSettings, Observation, PgView
+from ctl.ha.state import HaSettings, Observation, PgView, Replica
 from ctl.dynconfig import validate_dynamic_config
 from ctl.model import Cluster, DynamicConfig, NodeStatus
 
@@ -62,6 +62,8 @@ class Agent:
         self.scheduled_restart: dict[str, Any] | None = None  # published in the member key, run when due
         self.last_switchover_result: str | None = None  # why the leader refused/cleared a switchover request
         self.quick_recheck = False
+        self.sync_names: str | None = None  # synchronous_standby_names chosen by the leader (None: configured)
+        self.sync_ready_lsn: int | None = None  # WAL position when that choice was in effect (ctl.agent.sync)
         self._applied_config_revision: int | None = None
         self._applied_params: dict[str, Any] | None = None
         self._applied_hba: tuple[str, ...] | None = None
@@ -309,6 +311,10 @@ class Agent:
             system_identifier=sysid,
             was_primary=was_primary,
             start_failed=self.start_failed,
+            replication=_replicas(state),
+            sync_names=getattr(state, "sync_names", None) if state.running else None,
+            sync_names_managed=self.sync_names is not None,
+            sync_ready_lsn=self.sync_ready_lsn,
         )
 
     def _controldata(self) -> dict[str, str]:
@@ -401,7 +407,9 @@ class Agent:
             replication_state=("streaming" if s.streaming else "in archive recovery")
             if running and s.in_recovery else None,
             replication=tuple(getattr(s, "replication", ()) or ()) if running else (),
-            sync_standby=bool(cluster and self.name in cluster.sync_standbys),
+            sync_standby=bool(cluster and cluster.synchronous_mode == "on" and self.name in cluster.sync_standbys),
+            quorum_standby=bool(cluster and cluster.synchronous_mode == "quorum"
+                                and self.name in cluster.sync_standbys),
             pause=bool(cluster and cluster.is_paused),
             cluster_unlocked=bool(cluster is not None and cluster.leader is None),
             dcs_last_seen=int(time.time()) if cluster is not None else self._status.dcs_last_seen,
@@ -455,6 +463,15 @@ class Agent:
 
     on_before_release: Any = None  # set by the runner: stops the REST API so peers see us as gone
 
+
+
+def _replicas(state: Any) -> tuple[Replica, ...]:
+    """pg_stat_replication rows of a running primary, as the HA brain sees them."""
+    if not (state.running and state.in_recovery is False):
+        return ()
+    return tuple(Replica(name=str(r.get("application_name") or ""), state=str(r.get("state") or ""),
+                         sync_state=str(r.get("sync_state") or "async"), lsn=r.get("flush_lsn"))
+                 for r in state.replication or ())
 
 
 def _version_below(server_version: int, wanted: str) -> bool:
