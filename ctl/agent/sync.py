@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ctl.agent import settings as st
+from ctl.agent.node import NodeState, write_config
+from ctl.config import Config
 from ctl.dcs import keys
 from ctl.errors import CtlError
-
-if TYPE_CHECKING:
-    from ctl.agent.execute import Executor
 
 log = logging.getLogger("hactl.agent")
 
@@ -30,39 +29,39 @@ _SETTLE = 0.2  # walsenders re-read the configuration just after the postmaster;
 
 
 class SyncKeeper:
-    def __init__(self, executor: "Executor") -> None:
-        self.executor = executor
-        self.agent = executor.agent
+    def __init__(self, config: Config, node: NodeState, dcs: Any, pg: Any) -> None:
+        self.config = config
+        self.node = node
+        self.dcs = dcs
+        self.pg = pg
         self._read: Any = None  # the Cluster the revision below belongs to
         self._revision: int | None = None
 
     def _current_revision(self) -> int | None:
-        c = self.agent.cluster
+        c = self.node.cluster
         if self._read is c and c is not None:
             return self._revision
         return c.sync.mod_revision if c is not None and c.sync is not None else None
 
     def write_sync(self, value: str) -> bool:
-        a = self.agent
         rev = self._current_revision()
-        ok = a.dcs.put(keys.SYNC, value, create=True) if rev is None else a.dcs.put(keys.SYNC, value,
-                                                                                      mod_revision=rev)
+        ok = self.dcs.put(keys.SYNC, value, create=True) if rev is None else self.dcs.put(keys.SYNC, value,
+                                                                                            mod_revision=rev)
         if not ok:
             log.warning("Synchronous replication key updated by someone else: not writing %s", value)
             return False
-        kv = a.dcs.get(keys.SYNC)
-        self._read = a.cluster
+        kv = self.dcs.get(keys.SYNC)
+        self._read = self.node.cluster
         # someone else wrote after us: make the next CAS in this loop fail rather than overwrite them
         self._revision = kv.mod_revision if kv is not None and kv.value == value else -1
         log.info("sync key: %s", value)
         return True
 
     def delete_sync(self) -> bool:
-        a = self.agent
-        c = a.cluster
+        c = self.node.cluster
         if c is None or c.sync is None:
             return True
-        if not a.dcs.delete(keys.SYNC, mod_revision=self._current_revision()):
+        if not self.dcs.delete(keys.SYNC, mod_revision=self._current_revision()):
             log.warning("Synchronous replication key updated by someone else: not deleting it")
             return False
         self._read, self._revision = c, None
@@ -71,25 +70,25 @@ class SyncKeeper:
 
     def set_names(self, value: str | None) -> bool:
         """synchronous_standby_names = value (None: the configured value), effective before this returns."""
-        a = self.agent
-        a.sync_names = value
-        a.sync_ready_lsn = None
-        if not a.pg.is_running():
+        node, pg = self.node, self.pg
+        node.sync_names = value
+        node.sync_ready_lsn = None
+        if not pg.is_running():
             return True  # written with the configuration when PostgreSQL starts
-        state = a._pg_state
+        state = node.pg_state
         standby = bool(state is not None and state.in_recovery)
-        changed = self.executor.write_config(standby=standby, target=a.upstream if standby else None)
+        changed = write_config(self.config, node, pg, standby=standby, target=node.upstream if standby else None)
         wanted = value if value is not None else str(
-            st.pg_parameters(a.config, a.good_config).get("synchronous_standby_names", ""))
+            st.pg_parameters(self.config, node.good_config).get("synchronous_standby_names", ""))
         if changed:
-            a.pg.reload()
+            pg.reload()
         if not self._wait_for(wanted):
             log.warning("synchronous_standby_names = %r not in effect after %.0fs", wanted, _APPLY_TIMEOUT)
             return False
         if not standby:
             time.sleep(_SETTLE)
-            rows = a.pg.execute("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint")
-            a.sync_ready_lsn = int(rows[0][0]) if rows else None
+            rows = pg.execute("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint")
+            node.sync_ready_lsn = int(rows[0][0]) if rows else None
         if value is None:
             log.info("synchronous mode off: synchronous_standby_names restored to the configured value %r", wanted)
         else:
@@ -100,7 +99,7 @@ class SyncKeeper:
         deadline = time.monotonic() + _APPLY_TIMEOUT
         while True:
             try:
-                rows = self.agent.pg.execute("SELECT current_setting('synchronous_standby_names')")
+                rows = self.pg.execute("SELECT current_setting('synchronous_standby_names')")
                 if rows and rows[0][0] == wanted:
                     return True
             except CtlError:

@@ -33,6 +33,9 @@ class Kind(StrEnum):
 class Action:
     kind: Kind
     target: str | None = None
+    # CLEAR_FAILOVER: why the request is refused (the REST API reports it as the switchover's outcome); None
+    # when it is cleared because it was carried out
+    refusal: str | None = None
 
     def __str__(self) -> str:
         return f"{self.kind}({self.target})" if self.target else str(self.kind)
@@ -48,5 +51,5 @@ class Decision:
         return tuple(a.kind for a in self.actions)
 
 
-def act(kind: Kind, target: str | None = None) -> Action:
-    return Action(kind, target)
+def act(kind: Kind, target: str | None = None, *, refusal: str | None = None) -> Action:
+    return Action(kind, target, refusal)

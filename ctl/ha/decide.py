@@ -35,6 +35,8 @@ def decide(obs: Observation) -> Decision:
     assert cluster is not None
     pg = obs.pg
 
+    if obs.task:
+        return _task_in_progress(obs)
     if cluster.initialize is None:
         return _d("cluster not initialized in DCS: racing to bootstrap it", act(Kind.INITIALIZE))
     if cluster.initialize == "" and not obs.holds_lock:
@@ -100,6 +102,27 @@ def _promote(obs: Observation) -> tuple[Action, ...]:
     return (*sync.prepromote_actions(obs), act(Kind.PROMOTE))
 
 
+def _task_in_progress(obs: Observation) -> Decision:
+    """A long task runs (on the task runner): keep the lock if held, never race, demote a primary without it."""
+    cluster, task = obs.cluster, obs.task
+    assert cluster is not None
+    if obs.holds_lock:
+        return _d(f"updated leader lock during {task}", act(Kind.RENEW_LOCK))
+    bootstrapping = not cluster.initialize  # our own bootstrap runs a primary before it takes the lock
+    if obs.is_primary and not bootstrapping and not cluster.is_paused:
+        return _d(f"lost leader lock during {task}: demoting", act(Kind.DEMOTE))
+    if cluster.leader is None:
+        return _d(f"{task} in progress: not healthy enough for the leader race")
+    return _d(f"{task} in progress")
+
+
+def failover_possible(obs: Observation) -> bool:
+    """Some other member could take over: it runs, has a conn_url and is not tagged nofailover."""
+    assert obs.cluster is not None
+    return any(m.name != obs.name and m.state == "running" and m.conn_url and not m.nofailover
+               for m in obs.cluster.members)
+
+
 def _running_member(obs: Observation, name: str | None) -> bool:
     m = obs.cluster.member(name) if (obs.cluster and name and name != obs.name) else None
     return m is not None and m.state == "running" and bool(m.conn_url)
@@ -147,6 +170,9 @@ def _paused(obs: Observation, leader: str | None) -> Decision:
         steps, note = sync.primary_actions(obs)  # as Patroni: the leader keeps managing sync in pause
         return _d("paused: renewed leader lock" + (f"; {note}" if note else ""), act(Kind.RENEW_LOCK),
                   act(Kind.UPDATE_STATUS), *steps)
+    if obs.holds_lock and not obs.pg.running:  # Patroni: no restart in pause, and the lock goes
+        return _d("paused: postgres is not running: removing the leader lock (no restart in maintenance mode)",
+                  act(Kind.RELEASE_LOCK))
     if leader is None and fo is not None and fo.member == obs.name and obs.pg.running and obs.pg.in_recovery:
         return _take_over_as_candidate(obs)
     if leader is None and obs.is_primary:
@@ -157,11 +183,20 @@ def _paused(obs: Observation, leader: str | None) -> Decision:
 def _not_running(obs: Observation, leader: str | None) -> Decision:
     pg = obs.pg
     if obs.holds_lock:
-        if pg.start_failed or not pg.was_primary:
+        if pg.start_failed:
+            return _d("removing the leader lock after trying and failing to start postgres",
+                      act(Kind.RELEASE_LOCK))
+        if not pg.was_primary:
             return _d("postgres is not running and cannot start as primary: releasing leader lock",
                       act(Kind.RELEASE_LOCK))
-        return _d("postgres is not running while holding the leader lock: starting it as primary",
-                  act(Kind.RENEW_LOCK), *sync.start_primary_actions(obs), act(Kind.START_PRIMARY))
+        timeout = obs.settings.primary_start_timeout
+        what = "postgres crashed" if pg.crashed else "postgres is not running"
+        if timeout == 0 and failover_possible(obs):
+            return _d(f"{what} and primary_start_timeout is 0: releasing the leader lock for a failover",
+                      act(Kind.RELEASE_LOCK))
+        return _d(f"{what} while holding the leader lock: starting it in place as primary "
+                  f"(primary_start_timeout {timeout}s)", act(Kind.RENEW_LOCK),
+                  *sync.start_primary_actions(obs), act(Kind.START_PRIMARY))
     if leader is None and obs.failover is not None and obs.failover.member and obs.failover.member != obs.name:
         return _d(f"waiting for {obs.failover.member} to take over (requested switchover)")
     if leader is not None and leader != obs.name:
@@ -257,27 +292,29 @@ def candidate_problem(obs: Observation, name: str) -> str | None:
     return None
 
 
+def _refuse(why: str, *keep: Action) -> Decision:
+    return _d(f"switchover refused: {why}", *keep, act(Kind.CLEAR_FAILOVER, refusal=why))
+
+
 def _leader_switchover(obs: Observation) -> Decision:
     """This node leads and the failover key asks for a switchover: step down to a healthy candidate, or refuse."""
     fo = obs.failover
     assert fo is not None and obs.cluster is not None
     keep = (act(Kind.RENEW_LOCK), act(Kind.UPDATE_STATUS), act(Kind.CREATE_SLOTS))
     if fo.leader and fo.leader != obs.name:
-        return _d(f"switchover refused: it names {fo.leader} as the leader, not {obs.name}", *keep,
-                  act(Kind.CLEAR_FAILOVER))
+        return _refuse(f"it names {fo.leader} as the leader, not {obs.name}", *keep)
     if fo.member == obs.name:
-        return _d(f"switchover refused: {obs.name} is already the leader", *keep, act(Kind.CLEAR_FAILOVER))
+        return _refuse(f"{obs.name} is already the leader", *keep)
     if fo.scheduled_at:
         at = _parse_time(fo.scheduled_at)
         if at is None:
-            return _d(f"switchover refused: cannot parse scheduled_at {fo.scheduled_at!r}", *keep,
-                      act(Kind.CLEAR_FAILOVER))
+            return _refuse(f"cannot parse scheduled_at {fo.scheduled_at!r}", *keep)
         if obs.wall_time < at:
             return _d(f"renewed leader lock; switchover scheduled at {fo.scheduled_at}", *keep)
     if fo.member:
         problem = candidate_problem(obs, fo.member)
         if problem:
-            return _d(f"switchover refused: {problem}", *keep, act(Kind.CLEAR_FAILOVER))
+            return _refuse(f"{problem}", *keep)
         return _d(f"switchover to {fo.member}: stepping down", act(Kind.STEP_DOWN, fo.member))
     problems, good = [], []
     for m in obs.cluster.members:
@@ -291,7 +328,7 @@ def _leader_switchover(obs: Observation) -> Decision:
             good.append((-(p.wal_lsn or 0), -p.failover_priority, m.name))
     if not good:
         why = "; ".join(problems) if problems else "the cluster has no other members"
-        return _d(f"switchover refused: no good candidates ({why})", *keep, act(Kind.CLEAR_FAILOVER))
+        return _refuse(f"no good candidates ({why})", *keep)
     best = sorted(good)[0][2]
     return _d(f"switchover: stepping down for the healthiest candidate {best}", act(Kind.STEP_DOWN, best))
 
@@ -302,10 +339,13 @@ def _take_over_as_candidate(obs: Observation) -> Decision:
     assert fo is not None and obs.cluster is not None
     if fo.leader:  # a switchover from a healthy leader: the usual lag limit applies
         optime = obs.cluster.optime
+        why = None
         if pg.wal_lsn is None:
-            return _d("requested to take over, but own WAL position is unknown", act(Kind.CLEAR_FAILOVER))
-        if optime is not None and optime - pg.wal_lsn > s.maximum_lag_on_failover:
-            return _d(f"requested to take over, but lag {optime - pg.wal_lsn} bytes exceeds "
-                      f"maximum_lag_on_failover {s.maximum_lag_on_failover}", act(Kind.CLEAR_FAILOVER))
+            why = "requested to take over, but own WAL position is unknown"
+        elif optime is not None and optime - pg.wal_lsn > s.maximum_lag_on_failover:
+            why = (f"requested to take over, but lag {optime - pg.wal_lsn} bytes exceeds "
+                   f"maximum_lag_on_failover {s.maximum_lag_on_failover}")
+        if why:
+            return _d(why, act(Kind.CLEAR_FAILOVER, refusal=why))
     return _d("taking over as the requested candidate", act(Kind.ACQUIRE_LOCK), *_promote(obs),
               act(Kind.CLEAR_FAILOVER), act(Kind.UPDATE_STATUS), act(Kind.CREATE_SLOTS))

@@ -22,6 +22,8 @@ class HaSettings:
     synchronous_mode_strict: bool = False
     synchronous_node_count: int = 1
     maximum_lag_on_syncnode: int = -1
+    primary_start_timeout: int = 300  # seconds a crashed primary gets to restart in place (0: fail over)
+    member_slots_ttl: int = 1800  # the leader keeps the slot of a member gone for this long
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class PgView:
     system_identifier: str | None = None
     # the last clean state of the data directory says it ran as a primary (pg_controldata "in production"/"shut down")
     was_primary: bool = False
+    # the control file says it did not shut down cleanly ("in production", "in crash recovery"): it crashed
+    crashed: bool = False
     start_failed: bool = False
     replication: tuple[Replica, ...] = ()  # primary: its walsenders
     sync_names: str | None = None  # the synchronous_standby_names in effect (None: unknown)
@@ -83,6 +87,7 @@ class Observation:
     last_lock_renewal: float | None = None  # monotonic time of our last successful leader renewal
     peers: Mapping[str, PeerView] = field(default_factory=dict)
     wall_time: float = 0.0  # epoch seconds, for scheduled switchovers
+    task: str | None = None  # the long task the task runner is running ("reinitialize", "restart", ...)
 
     @property
     def failover(self):

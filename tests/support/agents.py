@@ -67,7 +67,9 @@ class AgentCluster:
     bootstrap_dcs: dict[str, Any] = field(default_factory=dict)  # extra bootstrap.dcs keys (synchronous_mode ...)
 
     # ------------------------------------------------------------------------------------------ set-up
-    def add_node(self, name: str, tags: dict[str, Any] | None = None, use_pg_rewind: bool = True) -> Node:
+    def add_node(self, name: str, tags: dict[str, Any] | None = None, use_pg_rewind: bool = True,
+                 postgresql: dict[str, Any] | None = None) -> Node:
+        """`postgresql`: more keys of the node's local `postgresql` section (e.g. `basebackup`)."""
         os.chmod(self.base, 0o755)
         node_dir = os.path.join(self.base, name)
         os.makedirs(node_dir, exist_ok=True)
@@ -111,6 +113,7 @@ class AgentCluster:
             },
             "tags": tags or {},
         }
+        cfg["postgresql"].update(postgresql or {})
         path = os.path.join(self.base, f"{name}.yml")
         with open(path, "w", encoding="utf-8") as f:
             yaml.safe_dump(cfg, f)
@@ -271,8 +274,9 @@ class AgentCluster:
 
 @contextlib.contextmanager
 def running_cluster(request, names: tuple[str, ...] = ("node1", "node2", "node3"),
-                    **settings: Any) -> Iterator[AgentCluster]:
-    """A bootstrapped, healthy cluster for a test module; its agents' logs are printed when a test failed."""
+                    postgresql: dict[str, Any] | None = None, **settings: Any) -> Iterator[AgentCluster]:
+    """A bootstrapped, healthy cluster for a test module; its agents' logs are printed when a test failed.
+    `postgresql` goes into every node's local `postgresql` section."""
     from tests.support.procs import etcd_binary, require_binary
 
     require_binary(etcd_binary(), "etcd", "Debian etcd-server")
@@ -280,7 +284,7 @@ def running_cluster(request, names: tuple[str, ...] = ("node1", "node2", "node3"
     etcd = EtcdServer().start()
     c = AgentCluster(etcd, **settings)
     for name in names:
-        c.add_node(name)
+        c.add_node(name, postgresql=postgresql)
     try:
         c.start_all()
         c.wait_healthy(timeout=120)

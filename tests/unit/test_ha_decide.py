@@ -60,12 +60,12 @@ SYNC = replace(S, synchronous_mode="on")
 
 def obs(pg: PgView = REPLICA, c: Cluster | None = None, *, dcs_down: bool = False, settings: HaSettings = S,
         peers: dict | None = None, now: float = 100.0, last_renewal: float | None = None,
-        wall: float = 0.0) -> Observation:
+        wall: float = 0.0, task: str | None = None) -> Observation:
     if c is not None and c.sync is not None and settings is S:
         settings = SYNC
     return Observation(name=ME, now=now, settings=settings, pg=pg,
                        cluster=None if dcs_down else (c if c is not None else cluster()),
-                       last_lock_renewal=last_renewal, peers=peers or {}, wall_time=wall)
+                       last_lock_renewal=last_renewal, peers=peers or {}, wall_time=wall, task=task)
 
 
 def fo(c: Cluster, **kw) -> Cluster:
@@ -132,10 +132,22 @@ CASES = [
     ("DCS down, leader past its window demotes", obs(PRIMARY, dcs_down=True, now=110.5, last_renewal=100),
      (Kind.DEMOTE,), "cannot renew"),
     ("DCS down, primary without a lock demotes", obs(PRIMARY, dcs_down=True), (Kind.DEMOTE,), "holds no leader"),
-    ("crashed lock holder restarts as primary", obs(replace(STOPPED, was_primary=True), cluster(leader=ME)),
-     (Kind.RENEW_LOCK, Kind.START_PRIMARY), "starting it as primary"),
+    ("crashed lock holder restarts in place as primary",
+     obs(replace(STOPPED, was_primary=True, crashed=True), cluster(leader=ME)),
+     (Kind.RENEW_LOCK, Kind.START_PRIMARY), "postgres crashed while holding the leader lock: starting it in place"),
+    ("crashed lock holder with primary_start_timeout 0 releases for a failover",
+     obs(replace(STOPPED, was_primary=True, crashed=True), cluster(leader=ME),
+         settings=replace(S, primary_start_timeout=0)), (Kind.RELEASE_LOCK,), "primary_start_timeout is 0"),
+    ("primary_start_timeout 0 but nobody can take over: restart in place",
+     obs(replace(STOPPED, was_primary=True, crashed=True),
+         with_member(with_member(cluster(leader=ME), "node1", state="stopped"), "node3", tags={"nofailover": True}),
+         settings=replace(S, primary_start_timeout=0)), (Kind.RENEW_LOCK, Kind.START_PRIMARY), "in place"),
     ("lock holder that cannot start releases", obs(replace(STOPPED, was_primary=True, start_failed=True),
-                                                  cluster(leader=ME)), (Kind.RELEASE_LOCK,), "releasing"),
+                                                  cluster(leader=ME)), (Kind.RELEASE_LOCK,), "failing to start"),
+    ("lock holder whose data dir was never a primary releases", obs(STOPPED, cluster(leader=ME)),
+     (Kind.RELEASE_LOCK,), "cannot start as primary"),
+    ("a task runs: the lock holder only renews", obs(STOPPED, cluster(leader=ME), task="restart"),
+     (Kind.RENEW_LOCK,), "updated leader lock during restart"),
     ("former primary rejoins with pg_rewind", obs(replace(STOPPED, was_primary=True)), (Kind.REWIND,), "rewinding"),
     ("former primary without pg_rewind starts as replica",
      obs(replace(STOPPED, was_primary=True), settings=replace(S, use_pg_rewind=False)),
@@ -249,7 +261,22 @@ CASES = [
      (Kind.STEP_DOWN,), "healthiest candidate node1"),
     ("sync: a crashed primary restarts waiting for its sync standby",
      obs(replace(STOPPED, was_primary=True), synced(cluster(leader=ME), ME, "node3")),
-     (Kind.RENEW_LOCK, Kind.SET_SYNC_NAMES, Kind.START_PRIMARY), "starting it as primary"),
+     (Kind.RENEW_LOCK, Kind.SET_SYNC_NAMES, Kind.START_PRIMARY), "starting it in place as primary"),
+    ("paused: a crashed primary is not restarted and the lock goes",
+     obs(replace(STOPPED, was_primary=True, crashed=True), cluster(leader=ME, pause=True)),
+     (Kind.RELEASE_LOCK,), "no restart in maintenance mode"),
+    ("a task runs: a replica never races for leadership", obs(EMPTY, cluster(leader=None), task="reinitialize"),
+     (Kind.NOOP,), "reinitialize in progress: not healthy enough"),
+    ("a task runs: a replica just reports it", obs(EMPTY, task="bootstrap from node1"), (Kind.NOOP,),
+     "bootstrap from node1 in progress"),
+    ("a task runs: a primary that lost the lock demotes", obs(PRIMARY, task="restart"), (Kind.DEMOTE,),
+     "lost leader lock during restart"),
+    ("a task runs: our own bootstrap's primary is not demoted",
+     obs(PRIMARY, cluster(leader=None, initialize=""), task="bootstrap"), (Kind.NOOP,), "bootstrap in progress"),
+    ("a task runs: paused primary without the lock is left alone",
+     obs(PRIMARY, cluster(pause=True), task="restart"), (Kind.NOOP,), "restart in progress"),
+    ("a task runs and the DCS is down: the leader's window still applies",
+     obs(PRIMARY, dcs_down=True, now=110.5, last_renewal=100, task="restart"), (Kind.DEMOTE,), "cannot renew"),
 ]
 
 
