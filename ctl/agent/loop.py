@@ -31,7 +31,7 @@ from ctl.config import Config
 from ctl.errors import CtlError
 from ctl.ha.actions import Decision, Kind
 from ctl.ha.decide import decide
-from ctl.ha.state import Observation, PgView
+from ctl.ha.state import Observation, PgView, Replica
 from ctl.model import Cluster, NodeStatus
 from ctl.pg.process import kill_children
 
@@ -313,6 +313,10 @@ class Agent:
             was_primary=was_primary,
             crashed=crashed,
             start_failed=node.start_failed,
+            replication=_replicas(state),
+            sync_names=getattr(state, "sync_names", None) if state.running else None,
+            sync_names_managed=node.sync_names is not None,
+            sync_ready_lsn=node.sync_ready_lsn,
         )
 
     def _controldata(self) -> dict[str, str]:
@@ -401,6 +405,15 @@ class Agent:
             pass
 
     on_before_release: Any = None  # set by the runner: stops the REST API so peers see us as gone
+
+
+def _replicas(state: Any) -> tuple[Replica, ...]:
+    """pg_stat_replication rows of a running primary, as the HA brain sees them."""
+    if not (state.running and state.in_recovery is False):
+        return ()
+    return tuple(Replica(name=str(r.get("application_name") or ""), state=str(r.get("state") or ""),
+                         sync_state=str(r.get("sync_state") or "async"), lsn=r.get("flush_lsn"))
+                 for r in state.replication or ())
 
 
 def _version_below(server_version: int, wanted: str) -> bool:
