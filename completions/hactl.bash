@@ -5,7 +5,7 @@
 
 # Subcommands of each command path.
 declare -gA _hactl_commands=(
-    ['hactl']='list topology history show-config dsn version switchover failover restart reload reinit pause resume flush remove query agent edit-config plan check audit drill demo'
+    ['hactl']='list topology history show-config dsn version switchover failover restart reload reinit pause resume flush remove query agent edit-config demote-cluster promote-cluster plan check audit drill demo'
     ['hactl demo']='up down'
 )
 # Options of each command path.
@@ -29,6 +29,8 @@ declare -gA _hactl_options=(
     ['hactl query']='--command --dbname --delimiter --file --format --help --member --password --role --username --watch -c -d -f -h -m -r -U -W -w'
     ['hactl agent']='--config-file --help --log-file --user -c -h'
     ['hactl edit-config']='--apply --dry-run --force --help --no-validate --pg --quiet --reason --replace --set -h -p -q -s'
+    ['hactl demote-cluster']='--force --format --help --host --port --primary-slot-name --restore-command --wait-timeout -f -h'
+    ['hactl promote-cluster']='--force --format --help --wait-timeout -f -h'
     ['hactl plan']='--candidate --format --help -f -h'
     ['hactl check']='--format --help --strict -f -h'
     ['hactl audit']='--format --help --last -f -h -n'
@@ -141,6 +143,16 @@ declare -gA _hactl_values=(
     ['hactl edit-config|--apply']='file'
     ['hactl edit-config|--replace']='file'
     ['hactl edit-config|--reason']='any'
+    ['hactl demote-cluster|--host']='any'
+    ['hactl demote-cluster|--port']='any'
+    ['hactl demote-cluster|--restore-command']='any'
+    ['hactl demote-cluster|--primary-slot-name']='members'
+    ['hactl demote-cluster|--wait-timeout']='any'
+    ['hactl demote-cluster|-f']='choice:pretty,json'
+    ['hactl demote-cluster|--format']='choice:pretty,json'
+    ['hactl promote-cluster|--wait-timeout']='any'
+    ['hactl promote-cluster|-f']='choice:pretty,json'
+    ['hactl promote-cluster|--format']='choice:pretty,json'
     ['hactl plan|--candidate']='members'
     ['hactl plan|-f']='choice:pretty,json'
     ['hactl plan|--format']='choice:pretty,json'
@@ -182,6 +194,8 @@ declare -gA _hactl_args=(
     ['hactl remove']='clusters'
     ['hactl query']='clusters'
     ['hactl edit-config']='clusters'
+    ['hactl demote-cluster']='clusters'
+    ['hactl promote-cluster']='clusters'
     ['hactl plan']='any clusters'
     ['hactl check']='clusters'
     ['hactl audit']='clusters'

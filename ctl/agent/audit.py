@@ -1,6 +1,6 @@
 """The agent's entries in the audit trail: failover/promotion, demotion on etcd loss, rewind, re-clone, pause seen.
 
-`record(agent, event, result, **args)` is one line at each of those points in the agent. It never blocks the HA loop
+`record(dcs, member, event, result, **args)` is one line at each of those points in the agent. It never blocks the HA loop
 and never raises: entries go to a small queue that one background thread writes to etcd, retrying while etcd is out
 of reach (a demotion on etcd loss is recorded once etcd answers again). The queue holds at most QUEUE entries;
 beyond that the oldest are dropped (and counted in the log). The CLI trims the trail to ctl.dcs.audit.KEEP entries.
@@ -54,16 +54,18 @@ _writers: dict[int, _Writer] = {}
 _lock = threading.Lock()
 
 
-def record(agent: Any, event: str, result: str = "", **args: Any) -> None:
-    """Queue one audit entry for an automatic event of this agent (`event`: e.g. promote, demote, rewind)."""
+def record(dcs: Any, member: str, event: str, result: str = "", **args: Any) -> None:
+    """Queue one audit entry for an automatic event of agent `member` (`event`: e.g. promote, demote, rewind).
+
+    `dcs`: the agent's etcd client (keys relative to the cluster prefix)."""
     try:
         user, host = layout.who()
         entry = layout.AuditEntry(time=layout.now_iso(), command=event, user=user, host=host, source="agent",
-                                  args=layout.redact(args), result=layout.redact(result), member=agent.name)
+                                  args=layout.redact(args), result=layout.redact(result), member=member)
         with _lock:
-            writer = _writers.get(id(agent.dcs))
+            writer = _writers.get(id(dcs))
             if writer is None:
-                writer = _writers[id(agent.dcs)] = _Writer(agent.dcs)
+                writer = _writers[id(dcs)] = _Writer(dcs)
         writer.add(layout.PREFIX + layout.new_id(), layout.encode(entry))
     except Exception:  # noqa: BLE001 - the audit trail must never break the HA loop
         log.exception("cannot queue an audit entry for %s", event)
@@ -72,11 +74,11 @@ def record(agent: Any, event: str, result: str = "", **args: Any) -> None:
 _paused: dict[int, bool] = {}
 
 
-def pause_seen(agent: Any, cluster: Any) -> None:
+def pause_seen(dcs: Any, member: str, cluster: Any) -> None:
     """Record a change of the cluster's pause state, as this agent first sees it (one entry per transition)."""
     if cluster is None:
         return
-    now, before = bool(cluster.is_paused), _paused.get(id(agent))
-    _paused[id(agent)] = now
+    now, before = bool(cluster.is_paused), _paused.get(id(dcs))
+    _paused[id(dcs)] = now
     if before is not None and now != before:
-        record(agent, "pause seen" if now else "resume seen", "maintenance mode " + ("on" if now else "off"))
+        record(dcs, member, "pause seen" if now else "resume seen", "maintenance mode " + ("on" if now else "off"))

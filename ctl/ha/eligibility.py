@@ -107,9 +107,10 @@ def rule_lag(s: Situation, c: Candidate) -> str | None:
 
 
 def rule_sync(s: Situation, c: Candidate) -> str | None:
-    """In synchronous mode only a listed sync standby may take over by switchover or election (Patroni's rule);
-    a manual failover to an asynchronous member is allowed after a confirmation."""
-    if s.synchronous_mode == "off" or s.action == "failover" or c.name in s.sync_standbys:
+    """In synchronous_mode on, only a listed sync standby may take over by switchover (Patroni's `is_eligible`: "in
+    synchronous mode we allow failover (not switchover!) to async node"; the CLI asks for a confirmation then).
+    Quorum mode: not judged here yet (ctl/ha/sync.py owns its rules)."""
+    if s.synchronous_mode != "on" or s.action == "failover" or c.name in s.sync_standbys:
         return None
     listed = ", ".join(sorted(s.sync_standbys)) or "none"
     return f"is not a synchronous standby (synchronous_mode {s.synchronous_mode}; sync standbys: {listed})"

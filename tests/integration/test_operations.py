@@ -320,8 +320,11 @@ def test_pause_kill_the_leaders_postgres_nobody_is_promoted_then_resume(cluster:
     assert proc.returncode == ExitCode.REFUSED and "already paused" in proc.stderr
     try:
         os.kill(cluster.postmaster_pid(leader), signal.SIGKILL)
-        time.sleep(3 * cluster.loop_wait + 3)
-        assert cluster.leader() == leader
+        # as Patroni: in pause a crashed postgres is not restarted and its agent removes the leader key
+        wait_for(lambda: cluster.leader() is None, timeout=3 * cluster.loop_wait + 5, what="leader key removed")
+        time.sleep(2 * cluster.loop_wait + 1)
+        assert cluster.leader() is None
+        assert cluster.postmaster_pid(leader) is None or not cluster.writable(leader)
         assert not any(cluster.writable(n) for n in replicas(cluster, leader))
     finally:
         proc, _ = hactl(cluster, "resume", "--wait")
@@ -421,6 +424,13 @@ def test_hactl_switchover_against_a_real_patroni_cluster(cluster: AgentCluster):
         patroni.start("node2")
         wait_for(lambda: roles().get("node2") == ("Replica", "streaming"), timeout=60, interval=0.5,
                  what="Patroni node2 streaming")
+        # plan and check read Patroni's keys and REST answers as they read hactl's
+        proc, _ = hactl(cluster, "plan", "switchover", "-f", "json", config=cfg)
+        assert proc.returncode == 0 and json.loads(proc.stdout)["chosen"] == "node2", proc.stdout + proc.stderr
+        proc, _ = hactl(cluster, "check", "-f", "json", config=cfg)
+        report = json.loads(proc.stdout)
+        assert proc.returncode == 0 and report["summary"]["error"] == 0, report
+        assert {f["check"] for f in report["findings"]} <= {"etcd-size", "synchronous-mode"}, report
         t0 = time.monotonic()
         proc, took = hactl(cluster, "switchover", "--candidate", "node2", "--force", "-f", "json", config=cfg)
         print(f"patroni up after {t0 - started:.1f}s; hactl switchover returned verified after {took:.2f}s")
