@@ -90,7 +90,7 @@ def test_reason_is_accepted_by_every_changing_command() -> None:
     _load_plugins()
     group = get_command(app)
     for name in ("switchover", "failover", "restart", "reload", "reinit", "pause", "resume", "edit-config",
-                 "flush", "remove", "drill"):
+                 "flush", "remove", "drill", "demote-cluster", "promote-cluster"):
         assert "--reason" in [o for p in group.commands[name].params for o in p.opts], name
     for name in ("list", "plan", "check", "audit", "query"):
         assert "--reason" not in [o for p in group.commands[name].params for o in p.opts], name
