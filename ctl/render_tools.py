@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ctl.render import _table_string
+from ctl.model import Cluster
+from ctl.render import (BASE_COLUMNS, EXTENDED_COLUMNS, EXTRA_KEYS, _cell, _dump, _table_string, list_columns,
+                        list_rows, service_info)
 
 if TYPE_CHECKING:
     from ctl.services.audit import AuditEntry
@@ -19,6 +21,37 @@ def _mb(n: int | None) -> str:
     from ctl.ha.eligibility import fmt_bytes
 
     return fmt_bytes(n)
+
+
+def render_list_all(clusters: Sequence[Cluster], fmt: str = "pretty", extended: bool = False, color: bool = False,
+                    title: str = "All clusters") -> str:
+    """`list --all`: every cluster's members in ONE table/document, the `Cluster` column telling them apart.
+
+    json/yaml: one list of patronictl's member objects (its keys, `Cluster` included), never one list per cluster.
+    """
+    fmt = "yaml" if fmt == "yml" else fmt
+    wanted = set()
+    for cluster in clusters:
+        wanted.update(list_columns(cluster, extended))
+    columns = [*BASE_COLUMNS, *(c for c in EXTENDED_COLUMNS if c in wanted)]
+    rows: list[dict[str, Any]] = []
+    for cluster in clusters:
+        _, full = list_rows(cluster, True, fmt)
+        rows += [{**{c: row[c] for c in columns}, **{k: row[k] for k in EXTRA_KEYS if k in row}} for row in full]
+    if fmt in ("json", "yaml"):
+        return _dump([{k: v for k, v in row.items() if str(v)} for row in rows], fmt)
+    if fmt == "tsv":
+        lines = ["\t".join(columns)] + ["\t".join(_cell(row[c], c, "tsv") for c in columns) for row in rows]
+        return "\n".join(lines) + "\n"
+    if not rows:
+        return "No clusters in this namespace.\n"
+    header = ["Lag" if c in ("Receive Lag", "Replay Lag") else c for c in columns]
+    text = _table_string(header, [[_cell(row[c], c, "pretty") for c in columns] for row in rows], title, color)
+    for cluster in clusters:
+        info = service_info(cluster)
+        if info:
+            text += f" {cluster.scope}: " + "\n ".join(info) + "\n"
+    return text
 
 
 def render_plan(report: "PlanReport", fmt: str = "pretty") -> str:

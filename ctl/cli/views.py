@@ -78,7 +78,9 @@ def _list_all(state: AppState, names: List[str], fmt: str, extended: bool, ts: b
     def frame() -> str:
         text = render.timestamp_line() if ts else ""
         clusters = [c for c in dcs.get_all_clusters(namespace) if not c.is_empty]
-        return text + render.render_list_all(clusters, fmt, extended, color, title=f"Namespace: {namespace}")
+        from ctl import render_tools
+
+        return text + render_tools.render_list_all(clusters, fmt, extended, color, title=f"Namespace: {namespace}")
 
     if interval is None:
         out(frame())

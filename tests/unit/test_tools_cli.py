@@ -12,7 +12,7 @@ from ctl.dcs import audit as layout
 from ctl.dcs.codec import KeyValue, parse_cluster
 from ctl.errors import ExitCode
 from ctl.model import Cluster, Member
-from ctl import render
+from ctl import render_tools
 from ctl.services import audit as asvc
 from ctl.services.drill import default_record_dir
 from ctl.services.drill_load import longest_gap, multi_host_dsn
@@ -149,15 +149,15 @@ def test_list_all_is_one_document_with_a_cluster_column() -> None:
     other = Cluster("other", initialize="1", members=(Member("solo", conn_url="postgres://10.0.0.9:5432/postgres",
                                                              state="running", role="primary"),))
     clusters = [cluster(), other]
-    rows = json.loads(render.render_list_all(clusters, "json"))
+    rows = json.loads(render_tools.render_list_all(clusters, "json"))
     assert [(r["Cluster"], r["Member"]) for r in rows] == [("demo", "node1"), ("demo", "node2"), ("demo", "node3"),
                                                            ("other", "solo")]
-    assert yaml.safe_load(render.render_list_all(clusters, "yaml")) == rows
-    tsv = render.render_list_all(clusters, "tsv").splitlines()
+    assert yaml.safe_load(render_tools.render_list_all(clusters, "yaml")) == rows
+    tsv = render_tools.render_list_all(clusters, "tsv").splitlines()
     assert tsv[0].startswith("Cluster\tMember\tHost") and len(tsv) == 5
-    pretty = render.render_list_all(clusters, "pretty", title="Namespace: /service/")
+    pretty = render_tools.render_list_all(clusters, "pretty", title="Namespace: /service/")
     assert pretty.startswith("+ Namespace: /service/") and "| Cluster |" in pretty.replace("  ", " ")
-    assert render.render_list_all([], "json") == "[]\n"
+    assert render_tools.render_list_all([], "json") == "[]\n"
 
 
 def test_list_all_reads_once_and_rejects_names() -> None:
