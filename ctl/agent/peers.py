@@ -33,6 +33,7 @@ def parse_status(name: str, data: Mapping[str, Any]) -> PeerView:
         nofailover=tags_nofailover(tags),
         failover_priority=tags_failover_priority(tags),
         timeline=data["timeline"] if isinstance(data.get("timeline"), int) else None,
+        streaming=data.get("replication_state") == "streaming",
     )
 
 

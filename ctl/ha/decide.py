@@ -305,7 +305,8 @@ def _candidate(obs: Observation, name: str) -> eligibility.Candidate:
     if peer is None or not peer.reachable:
         return eligibility.Candidate(name, member, reachable=False)
     return eligibility.Candidate(name, member, True, wal_lsn=peer.wal_lsn, timeline=peer.timeline,
-                                 nofailover=peer.nofailover, failover_priority=peer.failover_priority)
+                                 nofailover=peer.nofailover, failover_priority=peer.failover_priority,
+                                 streaming=peer.streaming)
 
 
 def _refuse(why: str, *keep: Action) -> Decision:

@@ -28,6 +28,7 @@ class Candidate:
     timeline: int | None = None
     nofailover: bool = False  # from the live tags (a member key may lag behind a tag change)
     failover_priority: int = 1
+    streaming: bool | None = None  # replication_state is streaming (None: not known)
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,12 @@ def rule_running(s: Situation, c: Candidate) -> str | None:
 
 
 def rule_timeline(s: Situation, c: Candidate) -> str | None:
-    if c.timeline is not None and s.leader_timeline is not None and c.timeline < s.leader_timeline:
-        return f"is on timeline {c.timeline}, the leader on timeline {s.leader_timeline}"
+    """An older timeline matters only without streaming: a streaming replica reports the timeline of its last
+    restartpoint for a while after a promotion, while a stopped stream on an old timeline may be a diverged history
+    whose WAL position compares as "ahead"."""
+    if c.streaming is False and c.timeline is not None and s.leader_timeline is not None \
+            and c.timeline < s.leader_timeline:
+        return f"is on timeline {c.timeline}, the leader on timeline {s.leader_timeline}, and does not stream"
     return None
 
 
@@ -236,4 +241,5 @@ def candidate_from_status(name: str, member: Member | None, status: Mapping[str,
         name, member, reachable=True, running=status.get("state") == "running",
         wal_lsn=max(ints) if ints else None,
         timeline=timeline if isinstance(timeline, int) and not isinstance(timeline, bool) else None,
-        nofailover=tags_nofailover(tags), failover_priority=tags_failover_priority(tags))
+        nofailover=tags_nofailover(tags), failover_priority=tags_failover_priority(tags),
+        streaming=status.get("replication_state") == "streaming")

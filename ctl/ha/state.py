@@ -76,6 +76,7 @@ class PeerView:
     failover_priority: int = 1
     replicatefrom: str | None = None  # tag: stream from this member instead of the leader (cascading)
     timeline: int | None = None
+    streaming: bool | None = None  # replication_state is streaming (None: not known)
 
 
 @dataclass(frozen=True)

@@ -71,8 +71,10 @@ ROWS = [
      ["does not answer on its REST API"]),
     ("PostgreSQL stopped", None, lambda s: {**s, "state": "stopped"}, "switchover", None,
      ["does not run PostgreSQL"]),
-    ("older timeline", None, lambda s: {**s, "timeline": 0}, "switchover", None,
-     ["is on timeline 0, the leader on timeline 1"]),
+    ("older timeline, not streaming", None, lambda s: {**s, "timeline": 0, "replication_state": None},
+     "switchover", None, ["is on timeline 0, the leader on timeline 1, and does not stream"]),
+    ("older timeline while streaming (after a promotion)", None, lambda s: {**s, "timeline": 0}, "switchover",
+     None, []),
     ("lag past the limit", None, lambda s: behind(s, 17 * MB), "switchover", None,
      ["lags 17.0 MB behind (maximum_lag_on_failover 1.0 MB)"]),
     ("lag within the limit", None, lambda s: behind(s, MB), "switchover", None, []),
@@ -91,8 +93,9 @@ ROWS = [
                                                                          "2030-01-01T00:00:00+00:00")),
      None, "switchover", None,
      ["waits for the switchover already scheduled at 2030-01-01T00:00:00+00:00 (cancel it with flush)"]),
-    ("every reason at once", None, lambda s: behind(tagged({**s, "timeline": 0}, nofailover=True), 2 * MB),
-     "switchover", None, ["is tagged nofailover", "is on timeline 0, the leader on timeline 1",
+    ("every reason at once", None, lambda s: behind(tagged({**s, "timeline": 0, "replication_state": "stopped"},
+                                                           nofailover=True), 2 * MB),
+     "switchover", None, ["is tagged nofailover", "is on timeline 0, the leader on timeline 1, and does not stream",
                           "lags 2.0 MB behind (maximum_lag_on_failover 1.0 MB)"]),
 ]
 
@@ -162,7 +165,9 @@ AGREE = [
                                   "node3": lambda s: behind(s, 17 * MB)}, None),
     ("named candidate lags", {"node3": lambda s: behind(s, 3 * MB)}, "node3"),
     ("named candidate unreachable", {"node2": lambda s: RestError("timed out")}, "node2"),
-    ("named candidate on an old timeline", {"node2": lambda s: {**s, "timeline": 0}}, "node2"),
+    ("named candidate on an old timeline, not streaming", {"node2": lambda s: {**s, "timeline": 0,
+                                                                             "replication_state": None}}, "node2"),
+    ("named candidate on an old timeline, streaming", {"node2": lambda s: {**s, "timeline": 0}}, "node2"),
     ("node2 ahead of node3", {"node3": lambda s: behind(s, 100)}, None),
 ]
 
