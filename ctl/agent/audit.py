@@ -1,7 +1,7 @@
 """The agent's entries in the audit trail: failover/promotion, demotion on etcd loss, rewind, re-clone, pause seen.
 
-`record(dcs, member, event, result, **args)` is one line at each of those points in the agent. It never blocks the HA loop
-and never raises: entries go to a small queue that one background thread writes to etcd, retrying while etcd is out
+`record(dcs, member, event, result, **args)` is one line at each of those points in the agent. It never blocks the HA
+loop and never raises: entries go to a small queue that one background thread writes to etcd, retrying while etcd is out
 of reach (a demotion on etcd loss is recorded once etcd answers again). The queue holds at most QUEUE entries;
 beyond that the oldest are dropped (and counted in the log). The CLI trims the trail to ctl.dcs.audit.KEEP entries.
 """

@@ -295,9 +295,9 @@ def _situation(obs: Observation) -> eligibility.Situation:
     c = obs.cluster
     assert c is not None
     action = "switchover" if obs.failover is None or obs.failover.leader else "failover"
+    sync_standbys = frozenset(c.sync.sync_standby) if c.sync and c.sync.leader == obs.name else frozenset()
     return eligibility.Situation(action, obs.name, obs.pg.wal_lsn or 0, obs.settings.maximum_lag_on_failover,
-                                 obs.pg.timeline, obs.settings.synchronous_mode,
-                                 frozenset(c.sync.sync_standby) if c.sync and c.sync.leader == obs.name else frozenset())
+                                 obs.pg.timeline, obs.settings.synchronous_mode, sync_standbys)
 
 
 def _candidate(obs: Observation, name: str) -> eligibility.Candidate:
