@@ -12,14 +12,18 @@ import logging
 from typing import Any, Callable, Mapping, Sequence
 
 from ctl.agent import settings as st
+from ctl.agent import standby as sb
+from ctl.agent.callbacks import role_of
 from ctl.agent.history import write_history
 from ctl.agent.node import NodeState, write_config
 from ctl.agent.pgtasks import PgTasks
+from ctl.agent.sync import SyncKeeper
 from ctl.agent.taskrunner import Job, TaskResult, TaskRunner
 from ctl.config import Config
 from ctl.dcs import codec, keys
 from ctl.errors import CtlError
 from ctl.ha.actions import Action, Decision, Kind
+from ctl.ha.standby import REMOTE
 from ctl.pg.conf import slot_name
 
 log = logging.getLogger("hactl.agent")
@@ -31,6 +35,7 @@ LONG: Mapping[Kind, tuple[str, str]] = {
     Kind.REINITIALIZE: ("reinitialize", "creating replica"),
     Kind.START_PRIMARY: ("starting primary", "starting"),
     Kind.START_REPLICA: ("starting as a replica", "starting"),
+    Kind.DEMOTE_CLUSTER: ("demoting to a standby cluster", "stopping"),
 }
 
 
@@ -44,6 +49,7 @@ class Executor:
         self.clock = clock
         self.runner = runner
         self.tasks = PgTasks(config, node, dcs, pg, clock)
+        self.sync = SyncKeeper(config, node, dcs, pg)
         self._slots: frozenset[str] | None = None
         self._seen: dict[str, float] = {}  # member -> when the leader last saw its key (member_slots_ttl)
         self._adopted_retained = False
@@ -94,6 +100,8 @@ class Executor:
             return t.rewind(job, target)
         if action.kind == Kind.REINITIALIZE:
             return t.reinitialize(job, target)
+        if action.kind == Kind.DEMOTE_CLUSTER:
+            return sb.demote_cluster(t, job)
         return getattr(self, "_" + action.kind.value)(action)
 
     # ------------------------------------------------------------------------------------------------ requests
@@ -128,12 +136,22 @@ class Executor:
         write_config(self.config, node, self.pg, standby=standby, target=node.upstream if standby else None)
         if self.pg.is_running():
             self.pg.reload()
+            node.hooks.reloaded(role_of(node))
         log.info("reloaded configuration on request")
         return TaskResult(True, "reload scheduled" if node.cluster is not None else "reloaded")
 
     # ------------------------------------------------------------------------------------------------ actions
     def _noop(self, action: Action) -> bool:
         return True
+
+    def _write_sync(self, action: Action) -> bool:
+        return self.sync.write_sync(action.target or "")
+
+    def _delete_sync(self, action: Action) -> bool:
+        return self.sync.delete_sync()
+
+    def _set_sync_names(self, action: Action) -> bool:
+        return self.sync.set_names(action.target)
 
     def _initialize(self, action: Action) -> bool:
         if not self.dcs.initialize(""):
@@ -179,6 +197,7 @@ class Executor:
         log.info("promoting PostgreSQL")
         old = self.pg.probe()
         self.pg.promote()
+        node.hooks.promoted()
         node.upstream = None
         self._slots = None
         self._adopted_retained = False
@@ -193,6 +212,7 @@ class Executor:
         log.info("switchover to %s: stopping PostgreSQL cleanly, then releasing the leader lock", action.target)
         node.last_switchover_result = None
         self.pg.stop(mode="fast", checkpoint=True)
+        node.hooks.stopped("demoted")
         node.upstream = None
         node.last_lock_renewal = None
         if self.dcs.release_leader(node.name):
@@ -217,6 +237,7 @@ class Executor:
         if self.runner.busy:
             self.runner.cancel()
         self.pg.stop(mode="immediate")
+        node.hooks.stopped("demoted")
         node.upstream = None
         return True
 
@@ -224,6 +245,7 @@ class Executor:
         node = self.node
         write_config(self.config, node, self.pg, standby=True, target=action.target)
         self.pg.reload()
+        node.hooks.reloaded("standby_leader" if action.target == REMOTE else "replica")
         node.upstream = action.target
         node.follow_since = self.clock()
         log.info("following %s", action.target)

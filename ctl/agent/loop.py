@@ -20,8 +20,10 @@ from typing import Any, Mapping
 from ctl import __version__
 from ctl.agent import member
 from ctl.agent import settings as st
+from ctl.agent.callbacks import hooks_for, role_of
 from ctl.agent.dynamic import DynamicConfigWatch
 from ctl.agent.execute import Executor
+from ctl.agent.failsafe import Failsafe
 from ctl.agent.node import NodeState
 from ctl.agent.peers import fetch_peers
 from ctl.agent.taskrunner import TaskResult, TaskRunner
@@ -29,7 +31,7 @@ from ctl.config import Config
 from ctl.errors import CtlError
 from ctl.ha.actions import Decision, Kind
 from ctl.ha.decide import decide
-from ctl.ha.state import Observation, PgView
+from ctl.ha.state import Observation, PgView, Replica
 from ctl.model import Cluster, NodeStatus
 from ctl.pg.process import kill_children
 
@@ -57,7 +59,8 @@ class Agent:
         self.clock = clock
         self.wake = threading.Event()
         self.stopping = threading.Event()
-        self.node = NodeState(self.name, settings=st.ha_settings(config, None))
+        self.node = NodeState(self.name, settings=st.ha_settings(config, None), hooks=hooks_for(config))
+        self.failsafe = Failsafe(self)  # failsafe_mode (ctl/agent/failsafe.py)
         self.runner = TaskRunner(self.wake.set, kill_children)
         self.executor = Executor(config, self.node, dcs, pg, clock, self.runner)
         self.dynamic = DynamicConfigWatch(config, self.node, pg)
@@ -196,6 +199,7 @@ class Agent:
                 log.info("%s", decision.reason)
                 self._last_reason = decision.reason
             self.executor.run(decision)
+            self._after_actions()
             self._publish()
         # after a change (start, promote, follow, step down ...) look again soon, so that state shows up quickly
         routine = {Kind.NOOP, Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS}
@@ -279,6 +283,7 @@ class Agent:
             peers=peers,
             wall_time=time.time(),
             task=task,
+            failsafe=self.failsafe.observe(cluster, pgv),
         )
 
     def _pg_view(self, state: Any, now: float, task: str | None) -> PgView:
@@ -308,6 +313,10 @@ class Agent:
             was_primary=was_primary,
             crashed=crashed,
             start_failed=node.start_failed,
+            replication=_replicas(state),
+            sync_names=getattr(state, "sync_names", None) if state.running else None,
+            sync_names_managed=node.sync_names is not None,
+            sync_ready_lsn=node.sync_ready_lsn,
         )
 
     def _controldata(self) -> dict[str, str]:
@@ -316,12 +325,23 @@ class Agent:
         except CtlError:
             return {}
 
+    def _after_actions(self) -> None:
+        """Callbacks and failsafe bookkeeping that follow an iteration's actions."""
+        node = self.node
+        s = node.pg_state
+        if s is not None and s.running and self.runner.busy is None:
+            node.hooks.adopted(role_of(node))  # found running at start and no callback yet: on_start, as Patroni
+        c = node.cluster
+        if node.last_lock_renewal is not None and c is not None and c.leader is not None and c.leader.name == self.name:
+            self.failsafe.after_renewal()  # the `failsafe` key, after a renewal (Patroni's update_leader)
+
     # ------------------------------------------------------------------------------------------------ publish
     def _self(self) -> member.Self:
         runner = self.runner
         return member.Self(conn_url=self.conn_url, api_url=self.api_url, tags=self.config.tags,
                            task_state=runner.state, task_progress=runner.progress,
-                           scheduled_restart=self.scheduled_restart, data_dir_empty=self.pg.data_dir_empty())
+                           scheduled_restart=self.scheduled_restart, data_dir_empty=self.pg.data_dir_empty(),
+                           failsafe_active=self.failsafe.is_active())
 
     def _publish(self) -> None:
         """Keep our lease alive and our member key current; refresh the cached status for the REST API."""
@@ -365,6 +385,9 @@ class Agent:
             else:
                 log.info("shutting down: stopping PostgreSQL")
                 self.pg.stop(mode="fast")
+            self.node.hooks.stopped("primary" if primary else role_of(self.node))
+            if self.node.hooks.callbacks is not None:
+                self.node.hooks.callbacks.flush()  # on_stop must start before the agent exits
         except CtlError as exc:
             log.error("stopping PostgreSQL failed: %s", exc)
         if leader:
@@ -382,6 +405,15 @@ class Agent:
             pass
 
     on_before_release: Any = None  # set by the runner: stops the REST API so peers see us as gone
+
+
+def _replicas(state: Any) -> tuple[Replica, ...]:
+    """pg_stat_replication rows of a running primary, as the HA brain sees them."""
+    if not (state.running and state.in_recovery is False):
+        return ()
+    return tuple(Replica(name=str(r.get("application_name") or ""), state=str(r.get("state") or ""),
+                         sync_state=str(r.get("sync_state") or "async"), lsn=r.get("flush_lsn"))
+                 for r in state.replication or ())
 
 
 def _version_below(server_version: int, wanted: str) -> bool:

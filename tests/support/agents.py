@@ -64,11 +64,13 @@ class AgentCluster:
     loop_wait: int = 1
     retry_timeout: int = 3
     maximum_lag_on_failover: int = 1048576
+    bootstrap_dcs: dict[str, Any] = field(default_factory=dict)  # extra bootstrap.dcs keys (synchronous_mode ...)
 
     # ------------------------------------------------------------------------------------------ set-up
     def add_node(self, name: str, tags: dict[str, Any] | None = None, use_pg_rewind: bool = True,
-                 postgresql: dict[str, Any] | None = None) -> Node:
-        """`postgresql`: more keys of the node's local `postgresql` section (e.g. `basebackup`)."""
+                 postgresql: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Node:
+        """`postgresql`: more keys of the node's local `postgresql` section (e.g. `basebackup`); `extra` is merged
+        into the whole file (e.g. postgresql.callbacks, bootstrap.dcs keys)."""
         os.chmod(self.base, 0o755)
         node_dir = os.path.join(self.base, name)
         os.makedirs(node_dir, exist_ok=True)
@@ -87,6 +89,7 @@ class AgentCluster:
                     "loop_wait": self.loop_wait,
                     "retry_timeout": self.retry_timeout,
                     "maximum_lag_on_failover": self.maximum_lag_on_failover,
+                    **self.bootstrap_dcs,
                     "postgresql": {
                         "use_pg_rewind": use_pg_rewind,
                         "use_slots": True,
@@ -112,6 +115,7 @@ class AgentCluster:
             "tags": tags or {},
         }
         cfg["postgresql"].update(postgresql or {})
+        _deep_merge(cfg, extra or {})
         path = os.path.join(self.base, f"{name}.yml")
         with open(path, "w", encoding="utf-8") as f:
             yaml.safe_dump(cfg, f)
@@ -268,6 +272,14 @@ class AgentCluster:
                 _kill_if_postgres(pid)
             node.proxy.close()
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
 
 
 @contextlib.contextmanager
