@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ctl import __version__
-from ctl.agent import member
+from ctl.agent import member, scheduled
 from ctl.agent import settings as st
 from ctl.agent.callbacks import hooks_for, role_of
 from ctl.agent.dynamic import DynamicConfigWatch
@@ -211,33 +211,15 @@ class Agent:
     def _run_scheduled_restart(self) -> None:
         """A restart scheduled over REST (`POST /restart {"schedule": ...}`) starts here once it is due."""
         sched = self.scheduled_restart
-        if not sched:
-            return
-        from datetime import datetime
-
-        try:
-            due = datetime.fromisoformat(str(sched["schedule"]).replace("Z", "+00:00")).timestamp()
-        except (KeyError, ValueError):
-            self.scheduled_restart = None
-            return
-        if time.time() < due:
+        verdict = scheduled.check(sched, time.time(), member.role_name(self.node, self._self()), self.node.pg_state)
+        if verdict is None:
             return
         self.scheduled_restart = None
-        s = self.node.pg_state
-        role = member.role_name(self.node, self._self())
-        want_role = sched.get("role")
-        if want_role and want_role != role and not (want_role == "primary" and role == "master"):
-            log.info("scheduled restart skipped: role is %s, not %s", role, want_role)
-            return
-        if sched.get("restart_pending") and not (s is not None and s.pending_restart):
-            log.info("scheduled restart skipped: no restart pending")
-            return
-        want = sched.get("postgres_version")
-        if want and s is not None and s.server_version and not _version_below(s.server_version, str(want)):
-            log.info("scheduled restart skipped: PostgreSQL is not older than %s", want)
+        if verdict:
+            log.info("scheduled restart skipped: %s", verdict)
             return
         log.info("restart initiated (scheduled)")
-        job, refused = self.executor.request("restart", {"timeout": sched.get("timeout")})
+        job, refused = self.executor.request("restart", {"timeout": (sched or {}).get("timeout")})
         if job is None and refused is not None:
             log.error("scheduled restart not started: %s", refused.message)
 
@@ -414,14 +396,3 @@ def _replicas(state: Any) -> tuple[Replica, ...]:
     return tuple(Replica(name=str(r.get("application_name") or ""), state=str(r.get("state") or ""),
                          sync_state=str(r.get("sync_state") or "async"), lsn=r.get("flush_lsn"))
                  for r in state.replication or ())
-
-
-def _version_below(server_version: int, wanted: str) -> bool:
-    """server_version_num (150018) < a dotted version ("15.19")."""
-    parts = [int(p) for p in wanted.split(".") if p.isdigit()]
-    if not parts:
-        return False
-    major = parts[0]
-    minor = parts[1] if len(parts) > 1 else 0
-    want = major * 10000 + minor if major >= 10 else major * 10000 + minor * 100 + (parts[2] if len(parts) > 2 else 0)
-    return server_version < want
