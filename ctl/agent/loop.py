@@ -295,6 +295,7 @@ class Agent:
             was_primary=was_primary,
             crashed=crashed,
             start_failed=node.start_failed,
+            handed_over_at=node.handed_over_at,
             replication=_replicas(state),
             sync_names=getattr(state, "sync_names", None) if state.running else None,
             sync_names_managed=node.sync_names is not None,
