@@ -100,6 +100,8 @@ def status_json(st: NodeStatus) -> dict[str, Any]:
         out["scheduled_restart"] = sched
     if getattr(st, "watchdog_failed", False):
         out["watchdog_failed"] = True
+    if getattr(st, "basebackup", None):  # hactl: a running base backup's progress (reinit --wait shows it)
+        out["basebackup"] = dict(st.basebackup)
     return out
 
 

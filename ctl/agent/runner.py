@@ -106,6 +106,8 @@ def run(config_path: str, user: str | None = None, log_file: str | None = None) 
 
 def _register_operations(api, agent) -> None:
     """Unsafe endpoints: switchover/failover, restart, reload, reinitialize, config (ctl/agent/operations.py)."""
+    from ctl.agent import failsafe
     from ctl.agent.operations import register_operations
 
     register_operations(api, agent)
+    failsafe.register(api, agent)
