@@ -105,7 +105,9 @@ class Postmaster:
                     fence.close()
                 return
             if fence is not None and fence.alive and fence.pid == pid:
-                fence.arm(armed)
+                if fence.armed != armed:
+                    fence.arm(armed)
+                    log.info("fence %s for postmaster %s", "armed" if armed else "disarmed (pause)", pid)
                 return
             if fence is not None:
                 fence.close()

@@ -358,7 +358,7 @@ def test_disarmed_fence_keeps_postgres_and_an_adopted_postmaster_is_fenced(nodes
     agent, adopted = _start_agent(nodes, fenced, "adopt", "armed")
     assert adopted == pid and _can_connect(fenced)
     elapsed = _kill9_and_time(agent, pid)
-    assert elapsed is not None, "the adopted postmaster outlived its agent"
+    assert elapsed is not None, "the adopted postmaster outlived its agent: " + open(fenced.log_file).read()[-3000:]
     print(f"adopted postmaster gone {elapsed * 1000:.0f} ms after the agent's kill -9")
     assert not fenced.is_running()
 
