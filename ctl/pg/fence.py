@@ -168,6 +168,8 @@ def main(argv: list[str]) -> int:
             _say(f"the agent is gone: sent SIGQUIT (immediate shutdown) to postmaster {target} of {data_dir}")
         except OSError as exc:
             _say(f"the agent is gone; cannot signal postmaster {target}: {exc}")
+    else:
+        _say(f"the agent is gone; no postmaster of {data_dir} to stop")
     return 0
 
 
