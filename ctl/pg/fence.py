@@ -8,7 +8,7 @@ cannot be cleared from outside the child. So the postmaster runs without one, an
     the read end; only the agent holds the write end. Both ends are close-on-exec and the fence gets its end
     through `pass_fds`, so no postmaster, pg_basebackup or pg_rewind ever inherits the write end.
   * When the agent dies in any way, kill -9 included, the kernel closes the write end and the fence reads EOF at
-    once. As belt and braces the fence also has PR_SET_PDEATHSIG (SIGUSR1) on the agent's long-lived keeper
+    once. As belt and braces the fence also has PR_SET_PDEATHSIG (SIGURG) on the agent's long-lived keeper
     thread (ctl.pg.process), which covers a write end that leaked anyway.
   * Then, if armed, it checks that the PID is still this data directory's postmaster (not a recycled PID) and
     sends SIGQUIT: PostgreSQL's immediate shutdown, which ends every backend at once. It exits in any case.
@@ -34,7 +34,10 @@ import signal
 import sys
 import time
 
-_DEATH_SIGNAL = signal.SIGUSR1
+# The death signal's default action must be "ignore": it may arrive while the fence's Python is still starting,
+# before the handler exists (SIGUSR1 would then kill the fence unfenced; seen under load). The getppid() check
+# after installing the handler catches that case.
+_DEATH_SIGNAL = signal.SIGURG
 _POLL = 1.0  # seconds between checks that the postmaster still exists
 
 
@@ -112,7 +115,7 @@ def main(argv: list[str]) -> int:
         raise _AgentGone()
 
     def on_death_signal(signum: int, frame: object) -> None:  # noqa: ARG001
-        if not gone[0] and os.getppid() != agent_pid:  # a stray SIGUSR1 from someone else changes nothing
+        if not gone[0] and os.getppid() != agent_pid:  # a stray SIGURG from someone else changes nothing
             agent_gone()
 
     signal.signal(_DEATH_SIGNAL, on_death_signal)

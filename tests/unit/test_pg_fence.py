@@ -12,7 +12,7 @@ from ctl.pg import fence
 
 @pytest.fixture
 def run(capsys):
-    saved = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGINT)}
+    saved = {s: signal.getsignal(s) for s in (signal.SIGURG, signal.SIGINT)}
 
     def go(commands: bytes, armed: bool, data_dir: str) -> tuple[int, str]:
         r, w = os.pipe()
