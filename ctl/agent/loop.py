@@ -2,9 +2,9 @@
 
 The loop runs in the process's main thread and never waits on long work: base backups, pg_rewind, restarts and
 starts run on the task runner (ctl/agent/taskrunner.py), and while one runs every iteration still reads the DCS,
-renews the leader lock if held and keeps the member key alive with the task's state. PostgreSQL is a child of the
-agent with a parent-death signal (see ctl/pg/postmaster.py), so a killed agent takes its PostgreSQL down with it
-(fencing). REST handlers start tasks through `submit()`, which holds the cycle lock, so a task never starts in
+renews the leader lock if held and keeps the member key alive with the task's state. PostgreSQL is guarded by a
+fence process (ctl/pg/fence.py), so a killed agent takes its PostgreSQL down with it (fencing), except in pause:
+the loop disarms the fence while the cluster is paused, and a stopping agent then leaves PostgreSQL running. REST handlers start tasks through `submit()`, which holds the cycle lock, so a task never starts in
 the middle of an iteration that decided from the state before it.
 """
 
@@ -59,6 +59,7 @@ class Agent:
         self.clock = clock
         self.wake = threading.Event()
         self.stopping = threading.Event()
+        self.paused = False  # the last known config.pause: the fence is disarmed while it is true
         self.node = NodeState(self.name, settings=st.ha_settings(config, None), hooks=hooks_for(config))
         self.failsafe = Failsafe(self)  # failsafe_mode (ctl/agent/failsafe.py)
         self.runner = TaskRunner(self.wake.set, kill_children)
@@ -200,6 +201,7 @@ class Agent:
                 self._last_reason = decision.reason
             self.executor.run(decision)
             self._after_actions()
+            self._fence()
             self._publish()
         # after a change (start, promote, follow, step down ...) look again soon, so that state shows up quickly
         routine = {Kind.NOOP, Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS}
@@ -318,6 +320,17 @@ class Agent:
         if node.last_lock_renewal is not None and c is not None and c.leader is not None and c.leader.name == self.name:
             self.failsafe.after_renewal()  # the `failsafe` key, after a renewal (Patroni's update_leader)
 
+    def _fence(self) -> None:
+        """Pause means hands off: disarm the fence (ctl/pg/fence.py) while the cluster is paused, re-arm it on
+        resume; a running postmaster without a fence (adopted at start) gets one. When etcd cannot be read the
+        last known pause state holds; before the first read the fence is armed."""
+        if self.cluster is not None:
+            self.paused = self.cluster.is_paused
+        try:
+            self.pg.set_fence(not self.paused)
+        except CtlError as exc:
+            log.error("cannot fence PostgreSQL: %s", exc)
+
     # ------------------------------------------------------------------------------------------------ publish
     def _self(self) -> member.Self:
         runner = self.runner
@@ -356,6 +369,20 @@ class Agent:
         if self.runner.busy:
             log.info("shutting down: cancelling %s", self.runner.busy)
         self.runner.stop()
+        if self.cluster is not None:
+            self.paused = self.cluster.is_paused
+        if self.paused:
+            # Patroni's upgrade path (pause -> restart the agent -> resume): PostgreSQL keeps running, the leader
+            # key stays (it is renewed by the restarted agent, or expires with our lease after ttl), the fence is
+            # disarmed so that our exit does not stop PostgreSQL, and the next agent adopts it.
+            if self.on_before_release is not None:
+                self.on_before_release()
+            try:
+                self.pg.set_fence(False)
+            except CtlError as exc:
+                log.error("cannot disarm the fence: %s", exc)
+            log.info("shutting down in pause: leader key not deleted, PostgreSQL left running")
+            return
         leader = self.node.holds_lock_now()
         s = self.node.pg_state
         primary = bool(s is not None and s.running and s.in_recovery is False)
