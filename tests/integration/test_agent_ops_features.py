@@ -129,6 +129,7 @@ def test_callbacks_on_restart_and_reload(cluster: AgentCluster):
 def standby(request, cluster: AgentCluster):
     """Cluster B: two agents on the same etcd (another scope) replicating from cluster A's leader."""
     leader = cluster.wait_healthy()
+    cluster.sql(leader, "CREATE TABLE IF NOT EXISTS dr(id int)")
     b = AgentCluster(cluster.etcd)
     section = {"host": "127.0.0.1", "port": cluster.nodes[leader].pg_port}
     for name in ("b1", "b2"):
@@ -161,7 +162,6 @@ def test_standby_cluster_replicates_and_is_read_only(cluster: AgentCluster, stan
     assert standby.rest("b2", "/standby-leader")[0] == 503
     code, body = standby.rest("b1", "/cluster")
     assert [(m["name"], m["role"]) for m in body["members"]] == [("b1", "standby_leader"), ("b2", "replica")]
-    cluster.sql(a_leader, "CREATE TABLE IF NOT EXISTS dr(id int)")
     cluster.sql(a_leader, "INSERT INTO dr VALUES (1)")
     for name in ("b1", "b2"):
         wait_for(lambda: _count(standby, name, "SELECT count(*) FROM dr WHERE id = 1") == 1, timeout=30,
