@@ -133,7 +133,7 @@ def _list(value: Any, path: str) -> str | None:
 TOP_LEVEL: dict[str, Callable[[Any, str], str | None]] = {
     "ttl": _any, "loop_wait": _any, "retry_timeout": _any,
     "maximum_lag_on_failover": _any,  # checked by validate() in the historical order
-    "maximum_lag_on_syncnode": _int_check(),
+    "maximum_lag_on_syncnode": _int_check(-1),
     "max_timelines_history": _int_check(0),
     "primary_start_timeout": _int_check(0),
     "primary_stop_timeout": _int_check(0),

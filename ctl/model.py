@@ -71,6 +71,20 @@ def tags_nofailover(tags: Mapping[str, Any]) -> bool:
     return "failover_priority" in tags and tags_failover_priority(tags) <= 0
 
 
+def tags_sync_priority(tags: Mapping[str, Any]) -> int:
+    try:
+        return int(tags.get("sync_priority", 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def tags_nosync(tags: Mapping[str, Any]) -> bool:
+    """Patroni's rule: `nosync: true`, or `sync_priority <= 0`, keeps a member out of the synchronous standbys."""
+    if _truthy(tags.get("nosync", False)):
+        return True
+    return "sync_priority" in tags and tags_sync_priority(tags) <= 0
+
+
 @dataclass(frozen=True)
 class Member:
     """One `members/<name>` key."""
@@ -131,6 +145,14 @@ class Member:
     @property
     def failover_priority(self) -> int:
         return tags_failover_priority(self.tags)
+
+    @property
+    def nosync(self) -> bool:
+        return tags_nosync(self.tags)
+
+    @property
+    def sync_priority(self) -> int:
+        return tags_sync_priority(self.tags)
 
     @property
     def noloadbalance(self) -> bool:

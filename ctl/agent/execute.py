@@ -17,6 +17,7 @@ from ctl.agent.callbacks import role_of
 from ctl.agent.history import write_history
 from ctl.agent.node import NodeState, write_config
 from ctl.agent.pgtasks import PgTasks
+from ctl.agent.sync import SyncKeeper
 from ctl.agent.taskrunner import Job, TaskResult, TaskRunner
 from ctl.config import Config
 from ctl.dcs import codec, keys
@@ -48,6 +49,7 @@ class Executor:
         self.clock = clock
         self.runner = runner
         self.tasks = PgTasks(config, node, dcs, pg, clock)
+        self.sync = SyncKeeper(config, node, dcs, pg)
         self._slots: frozenset[str] | None = None
         self._seen: dict[str, float] = {}  # member -> when the leader last saw its key (member_slots_ttl)
         self._adopted_retained = False
@@ -141,6 +143,15 @@ class Executor:
     # ------------------------------------------------------------------------------------------------ actions
     def _noop(self, action: Action) -> bool:
         return True
+
+    def _write_sync(self, action: Action) -> bool:
+        return self.sync.write_sync(action.target or "")
+
+    def _delete_sync(self, action: Action) -> bool:
+        return self.sync.delete_sync()
+
+    def _set_sync_names(self, action: Action) -> bool:
+        return self.sync.set_names(action.target)
 
     def _initialize(self, action: Action) -> bool:
         if not self.dcs.initialize(""):
@@ -249,13 +260,13 @@ class Executor:
         now = self.clock()
         if c is None:
             return sorted(self._seen)
-        if not self._adopted_retained and c.status is not None:  # a new leader keeps the old leader's list
+        ttl = node.settings.member_slots_ttl
+        if not self._adopted_retained and c.status is not None and ttl > 0:  # a new leader keeps the old list
             for name in c.status.retain_slots:
                 self._seen.setdefault(name, now)
             self._adopted_retained = True
         for m in c.members:
             self._seen[m.name] = now
-        ttl = node.settings.member_slots_ttl
         self._seen = {n: t for n, t in self._seen.items() if n != node.name and now - t <= ttl}
         return sorted(self._seen)
 

@@ -32,7 +32,7 @@ from ctl.config import Config
 from ctl.errors import CtlError
 from ctl.ha.actions import Decision, Kind
 from ctl.ha.decide import decide
-from ctl.ha.state import Observation, PgView
+from ctl.ha.state import Observation, PgView, Replica
 from ctl.model import Cluster, NodeStatus
 from ctl.pg.process import kill_children
 
@@ -89,6 +89,9 @@ class Agent:
     good_config = property(lambda self: self.node.good_config, lambda self, v: setattr(self.node, "good_config", v))
     last_switchover_result = property(lambda self: self.node.last_switchover_result,
                                       lambda self, v: setattr(self.node, "last_switchover_result", v))
+    upstream = property(lambda self: self.node.upstream)
+    last_lock_renewal = property(lambda self: self.node.last_lock_renewal)
+    _pg_state = property(lambda self: self.node.pg_state)  # the last probe (older callers read this name)
 
     @property
     def busy(self) -> str | None:
@@ -169,9 +172,21 @@ class Agent:
             timeout = self.settings.loop_wait if self.cluster is not None else 1.0
             if self.quick_recheck:
                 timeout = min(timeout, 1.0)
-            self.wake.wait(timeout)
+            self._sleep(timeout)
             self.wake.clear()
         self.shutdown()
+
+    def _sleep(self, timeout: float) -> None:
+        """Until woken, `timeout` passed, or the postmaster died (checked every 0.5 s without SQL): a crashed
+        PostgreSQL is noticed within half a second, not on the next loop_wait tick as in Patroni."""
+        deadline = time.monotonic() + timeout
+        was_running = self.pg.is_running()
+        while not self.wake.wait(max(0.0, min(0.5, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                return
+            if was_running and not self.runner.busy and not self.pg.is_running():
+                log.warning("PostgreSQL is gone (postmaster exited)")
+                return
 
     def run_once(self) -> Decision:
         with self.cycle_lock:
@@ -302,6 +317,10 @@ class Agent:
             was_primary=was_primary,
             crashed=crashed,
             start_failed=node.start_failed,
+            replication=_replicas(state),
+            sync_names=getattr(state, "sync_names", None) if state.running else None,
+            sync_names_managed=node.sync_names is not None,
+            sync_ready_lsn=node.sync_ready_lsn,
         )
 
     def _controldata(self) -> dict[str, str]:
@@ -390,6 +409,15 @@ class Agent:
             pass
 
     on_before_release: Any = None  # set by the runner: stops the REST API so peers see us as gone
+
+
+def _replicas(state: Any) -> tuple[Replica, ...]:
+    """pg_stat_replication rows of a running primary, as the HA brain sees them."""
+    if not (state.running and state.in_recovery is False):
+        return ()
+    return tuple(Replica(name=str(r.get("application_name") or ""), state=str(r.get("state") or ""),
+                         sync_state=str(r.get("sync_state") or "async"), lsn=r.get("flush_lsn"))
+                 for r in state.replication or ())
 
 
 def _version_below(server_version: int, wanted: str) -> bool:

@@ -98,7 +98,8 @@ def node_status(previous: NodeStatus, node: NodeState, me: Self) -> NodeStatus:
         replication_state=("streaming" if s.streaming else "in archive recovery")
         if running and s.in_recovery else None,
         replication=tuple(getattr(s, "replication", ()) or ()) if running else (),
-        sync_standby=bool(cluster and node.name in cluster.sync_standbys),
+        sync_standby=bool(cluster and cluster.synchronous_mode == "on" and node.name in cluster.sync_standbys),
+        quorum_standby=bool(cluster and cluster.synchronous_mode == "quorum" and node.name in cluster.sync_standbys),
         pause=bool(cluster and cluster.is_paused),
         cluster_unlocked=bool(cluster is not None and cluster.leader is None),
         dcs_last_seen=int(time.time()) if cluster is not None else previous.dcs_last_seen,

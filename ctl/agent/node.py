@@ -33,6 +33,8 @@ class NodeState:
     start_failed: bool = False
     last_switchover_result: str | None = None  # why the leader refused/cleared a switchover request
     hooks: CallbackHooks = field(default_factory=lambda: CallbackHooks(None))  # postgresql.callbacks
+    sync_names: str | None = None  # synchronous_standby_names chosen by the leader (None: the configured value)
+    sync_ready_lsn: int | None = None  # primary's WAL position once that choice was in effect (ctl.agent.sync)
 
     def holds_lock_now(self) -> bool:
         c = self.cluster
@@ -76,8 +78,11 @@ def write_config(config: Config, node: NodeState, pg: Any, *, standby: bool, tar
     slot = (slot_name(node.name)
             if (primary_conninfo and target == node.leader and st.use_slots(config, dynamic)) else None)
     slot = sb.remote_slot(config, node) if target == REMOTE else slot
+    params = {**st.pg_parameters(config, dynamic), **(sb.recovery_parameters(config, node, target) if standby else {})}
+    if node.sync_names is not None:  # synchronous mode: the leader's choice, not the configured value
+        params["synchronous_standby_names"] = node.sync_names
     return pg.write_config(
-        {**st.pg_parameters(config, dynamic), **(sb.recovery_parameters(config, node, target) if standby else {})},
+        params,
         st.pg_hba(config, dynamic),
         standby=standby,
         primary_conninfo=primary_conninfo,

@@ -46,7 +46,7 @@ class PgTasks:
         job.state = "starting"
         job.check()
         try:
-            self.pg.start(timeout=timeout or 60, wait_ready=not standby)
+            self.pg.start(timeout=timeout or 60, wait_ready=not standby, cancelled=job.cancelled.is_set)
         except CtlError:
             node.start_failed = True
             if not standby and self.pg.is_running():  # a primary that did not come up in time: no half-primary

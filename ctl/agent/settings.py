@@ -133,6 +133,9 @@ def ha_settings(config: Config, dynamic: DynamicConfig | None) -> HaSettings:
     use_rewind = _truthy(pg.get("use_pg_rewind", config.postgresql.use_pg_rewind))
     tags = config.tags
     nofailover, priority = tags_nofailover(tags), tags_failover_priority(tags)
+    mode = DynamicConfig(data).synchronous_mode
+    if DynamicConfig(data).is_standby_cluster:
+        mode = "off"  # Patroni: synchronous mode is ignored in a standby cluster
     start_timeout = data.get("primary_start_timeout", data.get("master_start_timeout", 300))
     return HaSettings(
         ttl=ttl,
@@ -143,9 +146,22 @@ def ha_settings(config: Config, dynamic: DynamicConfig | None) -> HaSettings:
         nofailover=nofailover,
         failover_priority=priority,
         replicatefrom=str(tags["replicatefrom"]) if tags.get("replicatefrom") else None,
+        synchronous_mode=mode,
+        synchronous_mode_strict=_truthy(data.get("synchronous_mode_strict", False)),
+        synchronous_node_count=max(1, _int_or(data.get("synchronous_node_count"), 1)),
+        maximum_lag_on_syncnode=_int_or(data.get("maximum_lag_on_syncnode"), -1),
         primary_start_timeout=_seconds(start_timeout, 300),
         member_slots_ttl=_seconds(data.get("member_slots_ttl", 1800), 1800),
     )
+
+
+def _int_or(value: Any, default: int) -> int:
+    if value is None or isinstance(value, bool):
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
 
 
 _UNITS = {"ms": 0.001, "s": 1, "min": 60, "h": 3600, "d": 86400}

@@ -24,6 +24,9 @@ class Kind(StrEnum):
     CREATE_SLOTS = "create_slots"  # leader: a physical slot for every other member
     UPDATE_STATUS = "update_status"  # leader: write /status (optime)
     DEMOTE_CLUSTER = "demote_cluster"  # standby cluster: a primary restarts as the standby leader, keeping the lock
+    WRITE_SYNC = "write_sync"  # compare-and-set the `sync` key to `target` (Patroni's JSON)
+    DELETE_SYNC = "delete_sync"  # synchronous mode was switched off: compare-and-delete the `sync` key
+    SET_SYNC_NAMES = "set_sync_names"  # synchronous_standby_names = `target` and reload (None: the configured one)
     NOOP = "noop"
 
 

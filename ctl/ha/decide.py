@@ -7,7 +7,7 @@ that lags past `maximum_lag_on_failover`, is tagged nofailover, or is behind a r
 
 from __future__ import annotations
 
-from ctl.ha import failsafe, standby
+from ctl.ha import failsafe, standby, sync
 from ctl.ha.actions import Action, Decision, Kind, act
 from ctl.ha.state import Observation
 from ctl.model import lsn_to_str
@@ -75,8 +75,10 @@ def _decide(obs: Observation) -> Decision:
         if obs.is_primary:
             if obs.failover is not None:
                 return _leader_switchover(obs)
-            return _d("renewed leader lock", act(Kind.RENEW_LOCK), act(Kind.UPDATE_STATUS), act(Kind.CREATE_SLOTS))
-        return _d("holding the leader lock as a replica: promoting", act(Kind.RENEW_LOCK), act(Kind.PROMOTE),
+            steps, note = sync.primary_actions(obs)
+            return _d("renewed leader lock" + (f"; {note}" if note else ""), act(Kind.RENEW_LOCK),
+                      act(Kind.UPDATE_STATUS), act(Kind.CREATE_SLOTS), *steps)
+        return _d("holding the leader lock as a replica: promoting", act(Kind.RENEW_LOCK), *_promote(obs),
                   act(Kind.UPDATE_STATUS), act(Kind.CREATE_SLOTS))
 
     if leader is None:
@@ -104,6 +106,11 @@ def _decide(obs: Observation) -> Decision:
             return _d(f"not streaming from {leader} and on {which} timeline: rewinding", act(Kind.REWIND, leader))
         return _d(f"not streaming from {upstream}")
     return _d(f"following {leader}" + (f" via {upstream} (replicatefrom)" if upstream != leader else ""))
+
+
+def _promote(obs: Observation) -> tuple[Action, ...]:
+    """PROMOTE, preceded in synchronous mode by the sync key and synchronous_standby_names (Patroni's prepromote)."""
+    return (*sync.prepromote_actions(obs), act(Kind.PROMOTE))
 
 
 def _task_in_progress(obs: Observation) -> Decision:
@@ -174,7 +181,9 @@ def _paused(obs: Observation, leader: str | None) -> Decision:
     if obs.holds_lock and obs.is_primary:
         if fo is not None and fo.member:  # in maintenance mode only a switchover to a named member is allowed
             return _leader_switchover(obs)
-        return _d("paused: renewed leader lock", act(Kind.RENEW_LOCK), act(Kind.UPDATE_STATUS))
+        steps, note = sync.primary_actions(obs)  # as Patroni: the leader keeps managing sync in pause
+        return _d("paused: renewed leader lock" + (f"; {note}" if note else ""), act(Kind.RENEW_LOCK),
+                  act(Kind.UPDATE_STATUS), *steps)
     if obs.holds_lock and obs.pg.running and standby.active(obs):  # Patroni #2179: keeps its lock in pause
         return _d("paused: renewed standby leader lock", act(Kind.RENEW_LOCK), act(Kind.UPDATE_STATUS))
     if obs.holds_lock and not obs.pg.running:  # Patroni: no restart in pause, and the lock goes
@@ -204,7 +213,8 @@ def _not_running(obs: Observation, leader: str | None) -> Decision:
             return _d(f"{what} and primary_start_timeout is 0: releasing the leader lock for a failover",
                       act(Kind.RELEASE_LOCK))
         return _d(f"{what} while holding the leader lock: starting it in place as primary "
-                  f"(primary_start_timeout {timeout}s)", act(Kind.RENEW_LOCK), act(Kind.START_PRIMARY))
+                  f"(primary_start_timeout {timeout}s)", act(Kind.RENEW_LOCK),
+                  *sync.start_primary_actions(obs), act(Kind.START_PRIMARY))
     if leader is None and obs.failover is not None and obs.failover.member and obs.failover.member != obs.name:
         return _d(f"waiting for {obs.failover.member} to take over (requested switchover)")
     if leader is not None and leader != obs.name:
@@ -232,6 +242,9 @@ def _election(obs: Observation) -> Decision:
     blocked = failsafe.election_block(obs)
     if blocked:
         return _d(blocked)
+    problem = sync.promote_problem(obs)
+    if problem:
+        return _d(f"no leader; not eligible: {problem}")
     if pg.wal_lsn is None:
         return _d("no leader; not eligible: own WAL position unknown")
     optime = cluster.optime
@@ -245,13 +258,15 @@ def _election(obs: Observation) -> Decision:
             continue
         if peer.is_primary:
             return _d(f"no leader; not promoting: {peer.name} still runs as primary")
+        if not sync.race_peer(obs, peer.name):
+            continue
         if peer.wal_lsn is not None and peer.wal_lsn > pg.wal_lsn:
             return _d(f"no leader; not promoting: {peer.name} is ahead ({lsn_to_str(peer.wal_lsn)} > "
                       f"{lsn_to_str(pg.wal_lsn)})")
         if peer.wal_lsn == pg.wal_lsn and peer.failover_priority > s.failover_priority:
             return _d(f"no leader; deferring to {peer.name} (same position, higher failover_priority)")
     return _d(f"no leader: acquiring leader lock as the healthiest replica (at {lsn_to_str(pg.wal_lsn)})",
-              act(Kind.ACQUIRE_LOCK), act(Kind.PROMOTE), act(Kind.UPDATE_STATUS), act(Kind.CREATE_SLOTS))
+              act(Kind.ACQUIRE_LOCK), *_promote(obs), act(Kind.UPDATE_STATUS), act(Kind.CREATE_SLOTS))
 
 
 # ------------------------------------------------------------------------------------------------ switchover
@@ -288,6 +303,9 @@ def candidate_problem(obs: Observation, name: str) -> str | None:
         return f"{name} is tagged nofailover"
     if peer.wal_lsn is None:
         return f"{name} reports no WAL position"
+    problem = sync.switchover_problem(obs, name)
+    if problem:
+        return problem
     lag = (obs.pg.wal_lsn or 0) - peer.wal_lsn
     if lag > obs.settings.maximum_lag_on_failover:
         return (f"{name} lags {_fmt_bytes(lag)} behind (maximum_lag_on_failover "
@@ -350,5 +368,5 @@ def _take_over_as_candidate(obs: Observation) -> Decision:
                    f"maximum_lag_on_failover {s.maximum_lag_on_failover}")
         if why:
             return _d(why, act(Kind.CLEAR_FAILOVER, refusal=why))
-    return _d("taking over as the requested candidate", act(Kind.ACQUIRE_LOCK), act(Kind.PROMOTE),
+    return _d("taking over as the requested candidate", act(Kind.ACQUIRE_LOCK), *_promote(obs),
               act(Kind.CLEAR_FAILOVER), act(Kind.UPDATE_STATUS), act(Kind.CREATE_SLOTS))

@@ -18,8 +18,22 @@ class HaSettings:
     nofailover: bool = False
     failover_priority: int = 1
     replicatefrom: str | None = None  # tag: stream from this member instead of the leader (cascading)
+    synchronous_mode: str = "off"  # off, on, quorum (always off in a standby cluster)
+    synchronous_mode_strict: bool = False
+    synchronous_node_count: int = 1
+    maximum_lag_on_syncnode: int = -1
     primary_start_timeout: int = 300  # seconds a crashed primary gets to restart in place (0: fail over)
     member_slots_ttl: int = 1800  # the leader keeps the slot of a member gone for this long
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One pg_stat_replication row on the primary: a walsender and the member it streams to."""
+
+    name: str  # application_name (hactl and Patroni set it to the member name)
+    state: str = "streaming"
+    sync_state: str = "async"  # async, potential, sync, quorum
+    lsn: int | None = None  # flush_lsn: what the standby has made durable
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,13 @@ class PgView:
     # the control file says it did not shut down cleanly ("in production", "in crash recovery"): it crashed
     crashed: bool = False
     start_failed: bool = False
+    replication: tuple[Replica, ...] = ()  # primary: its walsenders
+    sync_names: str | None = None  # the synchronous_standby_names in effect (None: unknown)
+    sync_names_managed: bool = False  # the agent has set synchronous_standby_names itself since it started
+    # primary: its WAL position once the last change of synchronous_standby_names was in effect; a standby that
+    # reports `sync` is trusted with promotion only after it has flushed up to here (commits acknowledged before
+    # the change may have waited for other standbys only)
+    sync_ready_lsn: int | None = None
 
 
 @dataclass(frozen=True)

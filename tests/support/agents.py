@@ -64,6 +64,7 @@ class AgentCluster:
     loop_wait: int = 1
     retry_timeout: int = 3
     maximum_lag_on_failover: int = 1048576
+    bootstrap_dcs: dict[str, Any] = field(default_factory=dict)  # extra bootstrap.dcs keys (synchronous_mode ...)
 
     # ------------------------------------------------------------------------------------------ set-up
     def add_node(self, name: str, tags: dict[str, Any] | None = None, use_pg_rewind: bool = True,
@@ -88,6 +89,7 @@ class AgentCluster:
                     "loop_wait": self.loop_wait,
                     "retry_timeout": self.retry_timeout,
                     "maximum_lag_on_failover": self.maximum_lag_on_failover,
+                    **self.bootstrap_dcs,
                     "postgresql": {
                         "use_pg_rewind": use_pg_rewind,
                         "use_slots": True,

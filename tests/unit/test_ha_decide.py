@@ -11,8 +11,8 @@ import pytest
 from ctl.ha.actions import Kind
 from ctl.ha.decide import decide, demote_after
 from ctl.ha.standby import REMOTE
-from ctl.ha.state import FailsafeView, HaSettings, Observation, PeerView, PgView
-from ctl.model import Cluster, DynamicConfig, Failover, Leader, Member, Status
+from ctl.ha.state import FailsafeView, HaSettings, Observation, PeerView, PgView, Replica
+from ctl.model import Cluster, DynamicConfig, Failover, Leader, Member, Status, SyncState
 
 ME = "node2"
 S = HaSettings(ttl=30, loop_wait=10, retry_timeout=10, maximum_lag_on_failover=1_000_000, use_pg_rewind=True)
@@ -51,9 +51,19 @@ def cluster(leader: str | None = "node1", optime: int | None = 5_000_000, initia
     )
 
 
+def synced(c: Cluster, leader: str, *standbys: str) -> Cluster:
+    """The cluster with a `sync` key (synchronous_mode on comes from the observation's settings: SYNC)."""
+    return replace(c, sync=SyncState(leader=leader, sync_standby=standbys, quorum=0, mod_revision=3))
+
+
+SYNC = replace(S, synchronous_mode="on")
+
+
 def obs(pg: PgView = REPLICA, c: Cluster | None = None, *, dcs_down: bool = False, settings: HaSettings = S,
         peers: dict | None = None, now: float = 100.0, last_renewal: float | None = None,
         wall: float = 0.0, task: str | None = None) -> Observation:
+    if c is not None and c.sync is not None and settings is S:
+        settings = SYNC
     return Observation(name=ME, now=now, settings=settings, pg=pg,
                        cluster=None if dcs_down else (c if c is not None else cluster()),
                        last_lock_renewal=last_renewal, peers=peers or {}, wall_time=wall, task=task)
@@ -217,6 +227,45 @@ CASES = [
     ("paused: stopped node is not started", obs(STOPPED, cluster(pause=True)), (Kind.NOOP,), "paused"),
     ("paused: leader keeps renewing", obs(PRIMARY, cluster(leader=ME, pause=True)),
      (Kind.RENEW_LOCK, Kind.UPDATE_STATUS), "paused"),
+    # synchronous mode (details and exact values in test_ha_sync.py)
+    ("sync: the leader adds a streaming standby to synchronous_standby_names",
+     obs(replace(PRIMARY, replication=(Replica("node3"),), sync_names_managed=True),
+         synced(cluster(leader=ME), ME)), (Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS,
+                                           Kind.SET_SYNC_NAMES), "synchronous_standby_names = node3"),
+    ("sync: the leader lists a confirmed standby in the sync key",
+     obs(replace(PRIMARY, replication=(Replica("node3", sync_state="sync", lsn=5_000_000),), sync_names="node3",
+                 sync_names_managed=True, sync_ready_lsn=5_000_000), synced(cluster(leader=ME), ME)),
+     (Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS, Kind.WRITE_SYNC), "synchronous standby: node3"),
+    ("sync, not strict: no standby left, the key first, then asynchronous",
+     obs(replace(PRIMARY, sync_names="node3", sync_names_managed=True), synced(cluster(leader=ME), ME, "node3")),
+     (Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS, Kind.WRITE_SYNC, Kind.SET_SYNC_NAMES),
+     "committing asynchronously"),
+    ("sync, strict: no standby left, commits wait for the listed one",
+     obs(replace(PRIMARY, sync_names="node3", sync_names_managed=True), synced(cluster(leader=ME), ME, "node3"),
+         settings=replace(SYNC, synchronous_mode_strict=True)),
+     (Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS), "commits wait"),
+    ("sync: only a listed standby may promote", obs(REPLICA, synced(cluster(leader=None), "node1", "node3")),
+     (Kind.NOOP,), "not a synchronous standby"),
+    ("sync: sync_standby null means no replica promotes", obs(REPLICA, synced(cluster(leader=None), "node1")),
+     (Kind.NOOP,), "lists no member"),
+    ("sync: the listed standby promotes after writing the sync key",
+     obs(REPLICA, synced(cluster(leader=None), "node1", ME)),
+     (Kind.ACQUIRE_LOCK, Kind.WRITE_SYNC, Kind.SET_SYNC_NAMES, Kind.PROMOTE, Kind.UPDATE_STATUS,
+      Kind.CREATE_SLOTS), "healthiest"),
+    ("sync: the former leader may take the lock back", obs(REPLICA, synced(cluster(leader=None), ME)),
+     (Kind.ACQUIRE_LOCK, Kind.WRITE_SYNC, Kind.SET_SYNC_NAMES, Kind.PROMOTE, Kind.UPDATE_STATUS,
+      Kind.CREATE_SLOTS), "healthiest"),
+    ("sync: switchover to an asynchronous member is refused",
+     obs(PRIMARY, fo(synced(cluster(leader=ME), ME, "node1"), leader=ME, member="node3"),
+         peers={"node3": peer("node3", 5_000_000)}),
+     (Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS, Kind.CLEAR_FAILOVER), "not a synchronous standby"),
+    ("sync: switchover without a candidate picks the synchronous standby",
+     obs(PRIMARY, fo(synced(cluster(leader=ME), ME, "node1"), leader=ME),
+         peers={"node1": peer("node1", 4_900_000), "node3": peer("node3", 5_000_000)}),
+     (Kind.STEP_DOWN,), "healthiest candidate node1"),
+    ("sync: a crashed primary restarts waiting for its sync standby",
+     obs(replace(STOPPED, was_primary=True), synced(cluster(leader=ME), ME, "node3")),
+     (Kind.RENEW_LOCK, Kind.SET_SYNC_NAMES, Kind.START_PRIMARY), "starting it in place as primary"),
     ("paused: a crashed primary is not restarted and the lock goes",
      obs(replace(STOPPED, was_primary=True, crashed=True), cluster(leader=ME, pause=True)),
      (Kind.RELEASE_LOCK,), "no restart in maintenance mode"),
