@@ -23,6 +23,7 @@ from ctl.agent import settings as st
 from ctl.agent.callbacks import hooks_for, role_of
 from ctl.agent.dynamic import DynamicConfigWatch
 from ctl.agent.execute import Executor
+from ctl.agent import standby as sb
 from ctl.agent.failsafe import Failsafe
 from ctl.agent.node import NodeState
 from ctl.agent.peers import fetch_peers
@@ -284,10 +285,13 @@ class Agent:
         grace = max(2 * self.settings.loop_wait, 5)
         stalled = (bool(state.running and state.in_recovery and not state.streaming and node.upstream)
                    and now - max(self._last_streaming or 0.0, node.follow_since) > grace)
+        timeline = state.timeline
+        if stalled:  # not streaming: the checkpoint timeline may lag the one the replica switched to
+            timeline = max(t for t in (timeline, sb.newest_history_timeline(self.pg.data_dir), 0) if t is not None)
         return PgView(
             running=state.running,
             in_recovery=state.in_recovery,
-            timeline=state.timeline,
+            timeline=timeline or state.timeline,
             wal_lsn=state.wal_lsn,
             streaming=state.streaming,
             stream_stalled=stalled,
