@@ -354,6 +354,9 @@ class NodeStatus:
     ttl: int = 30
     maximum_lag_on_failover: int = 1048576
     cluster_optime: int | None = None  # /status optime as last seen, for ?lag=
+    latest_end_lsn: int | None = None  # a replica's WAL receiver: the upstream's end of WAL as last reported
+    # None: PostgreSQL was read for this answer; else seconds since the HA loop published what is shown
+    observed_age_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -182,7 +182,7 @@ def peers() -> Peers:
 def _serve(agent: FakeAgent, peers: Peers, **settings: Any):
     api = ApiServer(RestApiSettings(listen="127.0.0.1:0", **settings), scope="demo", name="node1", version="0.1",
                     get_status=agent.status, read_cluster=agent.read_cluster)
-    register_operations(api, agent, fetch=peers, poll_interval=0.01, poll_timeout=0.5)
+    register_operations(api, agent, fetch=peers, poll_interval=0.01, poll_timeout=0.5, lag_grace=0)
     api.start()
     return api
 
@@ -208,7 +208,7 @@ def _shared():
     agent, peers = _Current(), _Current()
     api = ApiServer(RestApiSettings(listen="127.0.0.1:0"), scope="demo", name="node1", version="0.1",
                     get_status=lambda: agent.status(), read_cluster=lambda: agent.read_cluster())
-    register_operations(api, agent, fetch=peers, poll_interval=0.01, poll_timeout=0.5)
+    register_operations(api, agent, fetch=peers, poll_interval=0.01, poll_timeout=0.5, lag_grace=0)
     api.start()
     with httpx.Client(base_url=api.url, timeout=10) as c:
         yield agent, peers, c
@@ -468,7 +468,7 @@ def test_switchover_status_unknown(client, dcs):
 
 
 def test_default_poll_timeout_is_at_least_30_seconds(agent, peers, dcs, monkeypatch):
-    from ctl.agent import operations
+    from ctl.agent import switchover as operations
 
     api = ApiServer(RestApiSettings(listen="127.0.0.1:0"), scope="demo", name="node1", version="0.1",
                     get_status=agent.status, read_cluster=agent.read_cluster)
