@@ -108,6 +108,18 @@ def _int_or_str(value: Any, path: str) -> str | None:
     return f"{path} must be an integer or a duration like '30min', got {value!r}"
 
 
+def _duration(value: Any, path: str) -> str | None:
+    """Seconds >= 0, or a number with a unit as Patroni reads it (`30min`, `1h`, `90s`, `1d`)."""
+    import re
+
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*(ms|s|min|h|d)?\s*", value):
+        return None
+    number = _integer(value)
+    if number is not None and number >= 0:
+        return None
+    return f"{path} must be a number of seconds >= 0 or a duration like '30min', got {value!r}"
+
+
 def _any(value: Any, path: str) -> str | None:
     return None
 
@@ -121,7 +133,7 @@ def _list(value: Any, path: str) -> str | None:
 TOP_LEVEL: dict[str, Callable[[Any, str], str | None]] = {
     "ttl": _any, "loop_wait": _any, "retry_timeout": _any,
     "maximum_lag_on_failover": _any,  # checked by validate() in the historical order
-    "maximum_lag_on_syncnode": _int_check(),
+    "maximum_lag_on_syncnode": _int_check(-1),
     "max_timelines_history": _int_check(0),
     "primary_start_timeout": _int_check(0),
     "primary_stop_timeout": _int_check(0),
@@ -134,7 +146,7 @@ TOP_LEVEL: dict[str, Callable[[Any, str], str | None]] = {
     "failsafe_mode": _bool,
     "check_timeline": _bool,
     "pause": _bool,
-    "member_slots_ttl": _int_or_str,
+    "member_slots_ttl": _duration,
     "postgresql": _mapping,
     "standby_cluster": _mapping,
     "slots": _mapping,

@@ -71,6 +71,20 @@ def tags_nofailover(tags: Mapping[str, Any]) -> bool:
     return "failover_priority" in tags and tags_failover_priority(tags) <= 0
 
 
+def tags_sync_priority(tags: Mapping[str, Any]) -> int:
+    try:
+        return int(tags.get("sync_priority", 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def tags_nosync(tags: Mapping[str, Any]) -> bool:
+    """Patroni's rule: `nosync: true`, or `sync_priority <= 0`, keeps a member out of the synchronous standbys."""
+    if _truthy(tags.get("nosync", False)):
+        return True
+    return "sync_priority" in tags and tags_sync_priority(tags) <= 0
+
+
 @dataclass(frozen=True)
 class Member:
     """One `members/<name>` key."""
@@ -131,6 +145,14 @@ class Member:
     @property
     def failover_priority(self) -> int:
         return tags_failover_priority(self.tags)
+
+    @property
+    def nosync(self) -> bool:
+        return tags_nosync(self.tags)
+
+    @property
+    def sync_priority(self) -> int:
+        return tags_sync_priority(self.tags)
 
     @property
     def noloadbalance(self) -> bool:
@@ -354,6 +376,8 @@ class NodeStatus:
     ttl: int = 30
     maximum_lag_on_failover: int = 1048576
     cluster_optime: int | None = None  # /status optime as last seen, for ?lag=
+    failsafe_mode_is_active: bool = False
+    basebackup: Mapping[str, Any] | None = None  # a running base backup: {"done_bytes": n, "total_bytes": n}
     latest_end_lsn: int | None = None  # a replica's WAL receiver: the upstream's end of WAL as last reported
     # None: PostgreSQL was read for this answer; else seconds since the HA loop published what is shown
     observed_age_s: float | None = None

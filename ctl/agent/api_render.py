@@ -100,6 +100,8 @@ def status_json(st: NodeStatus) -> dict[str, Any]:
         out["scheduled_restart"] = sched
     if getattr(st, "watchdog_failed", False):
         out["watchdog_failed"] = True
+    if getattr(st, "basebackup", None):  # hactl: a running base backup's progress (reinit --wait shows it)
+        out["basebackup"] = dict(st.basebackup)
     if st.observed_age_s is not None:  # hactl: PostgreSQL did not answer; this is the HA loop's observation
         out["observed_age_s"] = st.observed_age_s
     return out

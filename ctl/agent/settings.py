@@ -100,6 +100,7 @@ def validate(config: Config) -> None:
     if not config.postgresql.data_dir:
         raise ConfigError(f"{src}: 'postgresql.data_dir' is required")
     check_timing(bootstrap_dcs(config), f"{src}: bootstrap.dcs")
+    basebackup_options(config)
     initdb = config.bootstrap.get("initdb")
     if initdb is not None and not isinstance(initdb, list):
         raise ConfigError(f"{src}: 'bootstrap.initdb' must be a list")
@@ -132,6 +133,10 @@ def ha_settings(config: Config, dynamic: DynamicConfig | None) -> HaSettings:
     use_rewind = _truthy(pg.get("use_pg_rewind", config.postgresql.use_pg_rewind))
     tags = config.tags
     nofailover, priority = tags_nofailover(tags), tags_failover_priority(tags)
+    mode = DynamicConfig(data).synchronous_mode
+    if DynamicConfig(data).is_standby_cluster:
+        mode = "off"  # Patroni: synchronous mode is ignored in a standby cluster
+    start_timeout = data.get("primary_start_timeout", data.get("master_start_timeout", 300))
     return HaSettings(
         ttl=ttl,
         loop_wait=loop_wait,
@@ -141,7 +146,102 @@ def ha_settings(config: Config, dynamic: DynamicConfig | None) -> HaSettings:
         nofailover=nofailover,
         failover_priority=priority,
         replicatefrom=str(tags["replicatefrom"]) if tags.get("replicatefrom") else None,
+        synchronous_mode=mode,
+        synchronous_mode_strict=_truthy(data.get("synchronous_mode_strict", False)),
+        synchronous_node_count=max(1, _int_or(data.get("synchronous_node_count"), 1)),
+        maximum_lag_on_syncnode=_int_or(data.get("maximum_lag_on_syncnode"), -1),
+        primary_start_timeout=_seconds(start_timeout, 300),
+        member_slots_ttl=_seconds(data.get("member_slots_ttl", 1800), 1800),
     )
+
+
+def _int_or(value: Any, default: int) -> int:
+    if value is None or isinstance(value, bool):
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+_UNITS = {"ms": 0.001, "s": 1, "min": 60, "h": 3600, "d": 86400}
+
+
+def _seconds(value: Any, default: int) -> int:
+    """An integer number of seconds, or a string with a unit (`30min`, `1h`, as Patroni reads them); >= 0."""
+    if isinstance(value, bool) or value is None:
+        return default
+    if isinstance(value, (int, float)):
+        return max(0, int(value))
+    text = str(value).strip().lower()
+    for unit in sorted(_UNITS, key=len, reverse=True):
+        if text.endswith(unit) and text[: -len(unit)].strip().replace(".", "", 1).isdigit():
+            return max(0, int(float(text[: -len(unit)]) * _UNITS[unit]))
+    try:
+        return max(0, int(text))
+    except ValueError:
+        return default
+
+
+# pg_basebackup options hactl sets itself (the target, the connection, the password prompt and the progress).
+_BASEBACKUP_OWN = frozenset({"pgdata", "D", "dbname", "d", "host", "h", "port", "p", "username", "U", "no-password",
+                             "w", "password", "W", "progress", "P", "slot", "S", "format", "F", "write-recovery-conf",
+                             "R", "create-slot", "C"})
+
+
+def basebackup_options(config: Config) -> list[str]:
+    """`postgresql.basebackup` (Patroni's list of `name` / `{name: value}`, or a mapping) as pg_basebackup
+    arguments (`--max-rate=10M`); `postgresql.create_replica_methods` must include `basebackup`, the only method
+    hactl runs (others are ignored with a warning at start).
+
+    Raises:
+        ConfigError: a malformed entry, an option hactl sets itself, or no `basebackup` method.
+    """
+    raw = config.raw.get("postgresql") if isinstance(config.raw.get("postgresql"), Mapping) else {}
+    src = f"{config.source or 'configuration'}: postgresql"
+    methods = raw.get("create_replica_methods")
+    if methods is not None:
+        if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+            raise ConfigError(f"{src}.create_replica_methods must be a list of method names")
+        if "basebackup" not in methods:
+            raise ConfigError(f"{src}.create_replica_methods: hactl creates replicas only with 'basebackup'; "
+                              f"add it to {methods}")
+    spec = raw.get("basebackup")
+    if spec is None:
+        return []
+    items: list[tuple[str, Any]] = []
+    if isinstance(spec, Mapping):
+        items = [(str(k), v) for k, v in spec.items()]
+    elif isinstance(spec, list):
+        for entry in spec:
+            if isinstance(entry, str):
+                items.append((entry, None))
+            elif isinstance(entry, Mapping) and len(entry) == 1:
+                (k, v), = entry.items()
+                items.append((str(k), v))
+            else:
+                raise ConfigError(f"{src}.basebackup: each entry is an option name or a one-key mapping, "
+                                  f"got {entry!r}")
+    else:
+        raise ConfigError(f"{src}.basebackup must be a list or a mapping")
+    out = []
+    for name, value in items:
+        name = name.lstrip("-")
+        if not name or not all(c.isalnum() or c == "-" for c in name):
+            raise ConfigError(f"{src}.basebackup: bad option name {name!r}")
+        if name in _BASEBACKUP_OWN:
+            raise ConfigError(f"{src}.basebackup: {name} is set by hactl")
+        if isinstance(value, (Mapping, list)):
+            raise ConfigError(f"{src}.basebackup.{name}: the value must be a string or a number")
+        out.append(f"--{name}" if value is None or value is True else f"--{name}={value}")
+    return out
+
+
+def replica_methods_ignored(config: Config) -> list[str]:
+    """The create_replica_methods entries hactl does not run (it logs them once at start)."""
+    raw = config.raw.get("postgresql") if isinstance(config.raw.get("postgresql"), Mapping) else {}
+    methods = raw.get("create_replica_methods")
+    return [m for m in methods if m != "basebackup"] if isinstance(methods, list) else []
 
 
 def use_slots(config: Config, dynamic: DynamicConfig | None) -> bool:

@@ -71,12 +71,27 @@ class Printer:
 
     def __init__(self, fmt: str) -> None:
         self.fmt = fmt
+        self._status_shown = False
 
     def line(self, text: str) -> None:
         if self.fmt == "json":
             err(text)
         else:
+            self._clear_status()
             out(text if text.endswith("\n") else text + "\n")
+
+    def status(self, text: str) -> None:
+        """A transient one-line status (a base backup's progress), rewritten in place: only on a terminal and
+        only in pretty mode, so scripts and -f json never see it."""
+        if self.fmt != "pretty" or not sys.stdout.isatty():
+            return
+        out("\r\x1b[2K" + text)
+        self._status_shown = True
+
+    def _clear_status(self) -> None:
+        if self._status_shown:
+            out("\r\x1b[2K")
+            self._status_shown = False
 
     def table(self, cluster: Cluster | None, title: str | None = None) -> None:
         if self.fmt == "pretty" and cluster is not None and not cluster.is_empty:

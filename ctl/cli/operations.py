@@ -138,7 +138,7 @@ def cmd_reinit(
 
         result = msvc.execute_reinit(cluster, [m.name for m in members], state.rest, force=force,
                                      from_leader=from_leader, wait=wait, timeout=timeout, confirm_cancel=cancel,
-                                     progress=p.line)
+                                     progress=p.line, status=p.status)
     p.result(result, table=False)
 
 

@@ -7,6 +7,7 @@ that lags past `maximum_lag_on_failover`, is tagged nofailover, or is behind a r
 
 from __future__ import annotations
 
+from ctl.ha import failsafe, standby, sync
 from ctl.ha.actions import Action, Decision, Kind, act
 from ctl.ha.state import Observation
 from ctl.model import lsn_to_str
@@ -28,12 +29,19 @@ def demote_after(obs: Observation) -> float:
 
 def decide(obs: Observation) -> Decision:
     """Choose what the agent does in this loop iteration."""
+    decision = _decide(obs)
+    return standby.adapt(decision) if standby.active(obs) else decision
+
+
+def _decide(obs: Observation) -> Decision:
     if not obs.dcs_ok:
         return _without_dcs(obs)
     cluster = obs.cluster
     assert cluster is not None
     pg = obs.pg
 
+    if obs.task:
+        return _task_in_progress(obs)
     if cluster.initialize is None:
         return _d("cluster not initialized in DCS: racing to bootstrap it", act(Kind.INITIALIZE))
     if cluster.initialize == "" and not obs.holds_lock:
@@ -62,11 +70,15 @@ def decide(obs: Observation) -> Decision:
         return _not_running(obs, leader)
 
     if obs.holds_lock:
+        if standby.active(obs):
+            return _leader_switchover(obs) if obs.failover and not obs.is_primary else standby.leader(obs)
         if obs.is_primary:
             if obs.failover is not None:
                 return _leader_switchover(obs)
-            return _d("renewed leader lock", act(Kind.RENEW_LOCK), act(Kind.UPDATE_STATUS), act(Kind.CREATE_SLOTS))
-        return _d("holding the leader lock as a replica: promoting", act(Kind.RENEW_LOCK), act(Kind.PROMOTE),
+            steps, note = sync.primary_actions(obs)
+            return _d("renewed leader lock" + (f"; {note}" if note else ""), act(Kind.RENEW_LOCK),
+                      act(Kind.UPDATE_STATUS), act(Kind.CREATE_SLOTS), *steps)
+        return _d("holding the leader lock as a replica: promoting", act(Kind.RENEW_LOCK), *_promote(obs),
                   act(Kind.UPDATE_STATUS), act(Kind.CREATE_SLOTS))
 
     if leader is None:
@@ -84,12 +96,42 @@ def decide(obs: Observation) -> Decision:
         return _d(f"following {leader}{via}", act(Kind.FOLLOW, upstream))
     if pg.stream_stalled:
         lm = cluster.member(leader)
-        behind = lm is not None and lm.timeline is not None and pg.timeline is not None and pg.timeline < lm.timeline
+        # on another timeline than the leader: older (a failover), or newer (this cluster was promoted, then made
+        # a standby cluster again with demote-cluster): either way its WAL diverged
+        other_tl = lm is not None and lm.timeline is not None and pg.timeline is not None and pg.timeline != lm.timeline
         leader_up = lm is not None and lm.state == "running"
-        if obs.settings.use_pg_rewind and behind and leader_up:
-            return _d(f"not streaming from {leader} and on an older timeline: rewinding", act(Kind.REWIND, leader))
+        if obs.settings.use_pg_rewind and other_tl and leader_up:
+            assert lm is not None and pg.timeline is not None and lm.timeline is not None
+            which = "an older" if pg.timeline < lm.timeline else "a newer (diverged)"
+            return _d(f"not streaming from {leader} and on {which} timeline: rewinding", act(Kind.REWIND, leader))
         return _d(f"not streaming from {upstream}")
     return _d(f"following {leader}" + (f" via {upstream} (replicatefrom)" if upstream != leader else ""))
+
+
+def _promote(obs: Observation) -> tuple[Action, ...]:
+    """PROMOTE, preceded in synchronous mode by the sync key and synchronous_standby_names (Patroni's prepromote)."""
+    return (*sync.prepromote_actions(obs), act(Kind.PROMOTE))
+
+
+def _task_in_progress(obs: Observation) -> Decision:
+    """A long task runs (on the task runner): keep the lock if held, never race, demote a primary without it."""
+    cluster, task = obs.cluster, obs.task
+    assert cluster is not None
+    if obs.holds_lock:
+        return _d(f"updated leader lock during {task}", act(Kind.RENEW_LOCK))
+    bootstrapping = not cluster.initialize  # our own bootstrap runs a primary before it takes the lock
+    if obs.is_primary and not bootstrapping and not cluster.is_paused:
+        return _d(f"lost leader lock during {task}: demoting", act(Kind.DEMOTE))
+    if cluster.leader is None:
+        return _d(f"{task} in progress: not healthy enough for the leader race")
+    return _d(f"{task} in progress")
+
+
+def failover_possible(obs: Observation) -> bool:
+    """Some other member could take over: it runs, has a conn_url and is not tagged nofailover."""
+    assert obs.cluster is not None
+    return any(m.name != obs.name and m.state == "running" and m.conn_url and not m.nofailover
+               for m in obs.cluster.members)
 
 
 def _running_member(obs: Observation, name: str | None) -> bool:
@@ -121,13 +163,16 @@ def _truthy_tag(value: object) -> bool:
 def _without_dcs(obs: Observation) -> Decision:
     if not obs.is_primary:
         return _d("DCS unreachable: staying a replica")
+    keep = failsafe.keeps_leading(obs)
+    if keep is not None:
+        return keep
     if obs.last_lock_renewal is None:
         return _d("demoting: DCS unreachable and this primary holds no leader lock", act(Kind.DEMOTE))
     elapsed = obs.now - obs.last_lock_renewal
     limit = demote_after(obs)
     if elapsed >= limit:
-        return _d(f"demoting: cannot renew leader lock for {elapsed:.1f}s (limit {limit:.0f}s, ttl {obs.settings.ttl}s)",
-                  act(Kind.DEMOTE))
+        return _d(f"demoting: cannot renew leader lock for {elapsed:.1f}s (limit {limit:.0f}s, ttl {obs.settings.ttl}s)"
+                  + failsafe.why_not_accepted(obs), act(Kind.DEMOTE))
     return _d(f"DCS unreachable: leader lock renewed {elapsed:.1f}s ago, demoting at {limit:.0f}s")
 
 
@@ -136,7 +181,14 @@ def _paused(obs: Observation, leader: str | None) -> Decision:
     if obs.holds_lock and obs.is_primary:
         if fo is not None and fo.member:  # in maintenance mode only a switchover to a named member is allowed
             return _leader_switchover(obs)
-        return _d("paused: renewed leader lock", act(Kind.RENEW_LOCK), act(Kind.UPDATE_STATUS))
+        steps, note = sync.primary_actions(obs)  # as Patroni: the leader keeps managing sync in pause
+        return _d("paused: renewed leader lock" + (f"; {note}" if note else ""), act(Kind.RENEW_LOCK),
+                  act(Kind.UPDATE_STATUS), *steps)
+    if obs.holds_lock and obs.pg.running and standby.active(obs):  # Patroni #2179: keeps its lock in pause
+        return _d("paused: renewed standby leader lock", act(Kind.RENEW_LOCK), act(Kind.UPDATE_STATUS))
+    if obs.holds_lock and not obs.pg.running:  # Patroni: no restart in pause, and the lock goes
+        return _d("paused: postgres is not running: removing the leader lock (no restart in maintenance mode)",
+                  act(Kind.RELEASE_LOCK))
     if leader is None and fo is not None and fo.member == obs.name and obs.pg.running and obs.pg.in_recovery:
         return _take_over_as_candidate(obs)
     if leader is None and obs.is_primary:
@@ -146,12 +198,23 @@ def _paused(obs: Observation, leader: str | None) -> Decision:
 
 def _not_running(obs: Observation, leader: str | None) -> Decision:
     pg = obs.pg
+    if obs.holds_lock and standby.active(obs):
+        return standby.not_running_leader(obs)
     if obs.holds_lock:
-        if pg.start_failed or not pg.was_primary:
+        if pg.start_failed:
+            return _d("removing the leader lock after trying and failing to start postgres",
+                      act(Kind.RELEASE_LOCK))
+        if not pg.was_primary:
             return _d("postgres is not running and cannot start as primary: releasing leader lock",
                       act(Kind.RELEASE_LOCK))
-        return _d("postgres is not running while holding the leader lock: starting it as primary",
-                  act(Kind.RENEW_LOCK), act(Kind.START_PRIMARY))
+        timeout = obs.settings.primary_start_timeout
+        what = "postgres crashed" if pg.crashed else "postgres is not running"
+        if timeout == 0 and failover_possible(obs):
+            return _d(f"{what} and primary_start_timeout is 0: releasing the leader lock for a failover",
+                      act(Kind.RELEASE_LOCK))
+        return _d(f"{what} while holding the leader lock: starting it in place as primary "
+                  f"(primary_start_timeout {timeout}s)", act(Kind.RENEW_LOCK),
+                  *sync.start_primary_actions(obs), act(Kind.START_PRIMARY))
     if leader is None and obs.failover is not None and obs.failover.member and obs.failover.member != obs.name:
         return _d(f"waiting for {obs.failover.member} to take over (requested switchover)")
     if leader is not None and leader != obs.name:
@@ -176,6 +239,12 @@ def _election(obs: Observation) -> Decision:
             return _d(f"no leader; {fo.member} was asked to take over: waiting for it")
     if s.nofailover:
         return _d("no leader; not eligible: tagged nofailover")
+    blocked = failsafe.election_block(obs)
+    if blocked:
+        return _d(blocked)
+    problem = sync.promote_problem(obs)
+    if problem:
+        return _d(f"no leader; not eligible: {problem}")
     if pg.wal_lsn is None:
         return _d("no leader; not eligible: own WAL position unknown")
     optime = cluster.optime
@@ -189,13 +258,15 @@ def _election(obs: Observation) -> Decision:
             continue
         if peer.is_primary:
             return _d(f"no leader; not promoting: {peer.name} still runs as primary")
+        if not sync.race_peer(obs, peer.name):
+            continue
         if peer.wal_lsn is not None and peer.wal_lsn > pg.wal_lsn:
             return _d(f"no leader; not promoting: {peer.name} is ahead ({lsn_to_str(peer.wal_lsn)} > "
                       f"{lsn_to_str(pg.wal_lsn)})")
         if peer.wal_lsn == pg.wal_lsn and peer.failover_priority > s.failover_priority:
             return _d(f"no leader; deferring to {peer.name} (same position, higher failover_priority)")
     return _d(f"no leader: acquiring leader lock as the healthiest replica (at {lsn_to_str(pg.wal_lsn)})",
-              act(Kind.ACQUIRE_LOCK), act(Kind.PROMOTE), act(Kind.UPDATE_STATUS), act(Kind.CREATE_SLOTS))
+              act(Kind.ACQUIRE_LOCK), *_promote(obs), act(Kind.UPDATE_STATUS), act(Kind.CREATE_SLOTS))
 
 
 # ------------------------------------------------------------------------------------------------ switchover
@@ -232,11 +303,18 @@ def candidate_problem(obs: Observation, name: str) -> str | None:
         return f"{name} is tagged nofailover"
     if peer.wal_lsn is None:
         return f"{name} reports no WAL position"
+    problem = sync.switchover_problem(obs, name)
+    if problem:
+        return problem
     lag = (obs.pg.wal_lsn or 0) - peer.wal_lsn
     if lag > obs.settings.maximum_lag_on_failover:
         return (f"{name} lags {_fmt_bytes(lag)} behind (maximum_lag_on_failover "
                 f"{_fmt_bytes(obs.settings.maximum_lag_on_failover)})")
     return None
+
+
+def _refuse(why: str, *keep: Action) -> Decision:
+    return _d(f"switchover refused: {why}", *keep, act(Kind.CLEAR_FAILOVER, refusal=why))
 
 
 def _leader_switchover(obs: Observation) -> Decision:
@@ -245,21 +323,19 @@ def _leader_switchover(obs: Observation) -> Decision:
     assert fo is not None and obs.cluster is not None
     keep = (act(Kind.RENEW_LOCK), act(Kind.UPDATE_STATUS), act(Kind.CREATE_SLOTS))
     if fo.leader and fo.leader != obs.name:
-        return _d(f"switchover refused: it names {fo.leader} as the leader, not {obs.name}", *keep,
-                  act(Kind.CLEAR_FAILOVER))
+        return _refuse(f"it names {fo.leader} as the leader, not {obs.name}", *keep)
     if fo.member == obs.name:
-        return _d(f"switchover refused: {obs.name} is already the leader", *keep, act(Kind.CLEAR_FAILOVER))
+        return _refuse(f"{obs.name} is already the leader", *keep)
     if fo.scheduled_at:
         at = _parse_time(fo.scheduled_at)
         if at is None:
-            return _d(f"switchover refused: cannot parse scheduled_at {fo.scheduled_at!r}", *keep,
-                      act(Kind.CLEAR_FAILOVER))
+            return _refuse(f"cannot parse scheduled_at {fo.scheduled_at!r}", *keep)
         if obs.wall_time < at:
             return _d(f"renewed leader lock; switchover scheduled at {fo.scheduled_at}", *keep)
     if fo.member:
         problem = candidate_problem(obs, fo.member)
         if problem:
-            return _d(f"switchover refused: {problem}", *keep, act(Kind.CLEAR_FAILOVER))
+            return _refuse(f"{problem}", *keep)
         return _d(f"switchover to {fo.member}: stepping down", act(Kind.STEP_DOWN, fo.member))
     problems, good = [], []
     for m in obs.cluster.members:
@@ -273,7 +349,7 @@ def _leader_switchover(obs: Observation) -> Decision:
             good.append((-(p.wal_lsn or 0), -p.failover_priority, m.name))
     if not good:
         why = "; ".join(problems) if problems else "the cluster has no other members"
-        return _d(f"switchover refused: no good candidates ({why})", *keep, act(Kind.CLEAR_FAILOVER))
+        return _refuse(f"no good candidates ({why})", *keep)
     best = sorted(good)[0][2]
     return _d(f"switchover: stepping down for the healthiest candidate {best}", act(Kind.STEP_DOWN, best))
 
@@ -284,10 +360,13 @@ def _take_over_as_candidate(obs: Observation) -> Decision:
     assert fo is not None and obs.cluster is not None
     if fo.leader:  # a switchover from a healthy leader: the usual lag limit applies
         optime = obs.cluster.optime
+        why = None
         if pg.wal_lsn is None:
-            return _d("requested to take over, but own WAL position is unknown", act(Kind.CLEAR_FAILOVER))
-        if optime is not None and optime - pg.wal_lsn > s.maximum_lag_on_failover:
-            return _d(f"requested to take over, but lag {optime - pg.wal_lsn} bytes exceeds "
-                      f"maximum_lag_on_failover {s.maximum_lag_on_failover}", act(Kind.CLEAR_FAILOVER))
-    return _d("taking over as the requested candidate", act(Kind.ACQUIRE_LOCK), act(Kind.PROMOTE),
+            why = "requested to take over, but own WAL position is unknown"
+        elif optime is not None and optime - pg.wal_lsn > s.maximum_lag_on_failover:
+            why = (f"requested to take over, but lag {optime - pg.wal_lsn} bytes exceeds "
+                   f"maximum_lag_on_failover {s.maximum_lag_on_failover}")
+        if why:
+            return _d(why, act(Kind.CLEAR_FAILOVER, refusal=why))
+    return _d("taking over as the requested candidate", act(Kind.ACQUIRE_LOCK), *_promote(obs),
               act(Kind.CLEAR_FAILOVER), act(Kind.UPDATE_STATUS), act(Kind.CREATE_SLOTS))

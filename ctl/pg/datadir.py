@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ctl.config import PgUser
 from ctl.errors import PgCommandError
@@ -154,8 +154,10 @@ class DataDir:
             self.clear()
             raise PgCommandError(f"initdb failed (exit {proc.returncode}): {output_tail(proc.stdout)}")
 
-    def basebackup(self, source_conninfo: str | Mapping[str, Any], slot: str | None, timeout: float) -> None:
-        """pg_basebackup -X stream -c fast into the empty directory.
+    def basebackup(self, source_conninfo: str | Mapping[str, Any], slot: str | None, timeout: float | None,
+                   *, options: Sequence[str] = (), on_output: Callable[[str], None] | None = None) -> None:
+        """pg_basebackup -X stream -c fast --progress into the empty directory; `options` (long form,
+        `--name=value`) replace the defaults they name; `on_output` sees each output line as it comes.
 
         Raises:
             ConfigError: malformed conninfo.  PgCommandError: not empty, failed or timed out (then emptied).
@@ -164,12 +166,17 @@ class DataDir:
             raise PgCommandError(f"cannot clone: data directory {self.path} is not empty")
         self.prepare()
         with self._source_env(source_conninfo) as (conninfo, env):
-            argv = [binary(self.bin_dir, "pg_basebackup"), "-D", self.path, "-X", "stream", "-c", "fast", "-w",
-                    "-d", conninfo]
+            named = {o.split("=", 1)[0] for o in options}
+            argv = [binary(self.bin_dir, "pg_basebackup"), "-D", self.path, "-w", "--progress", "-d", conninfo]
+            if "--wal-method" not in named:
+                argv += ["-X", "stream"]
+            if "--checkpoint" not in named:
+                argv += ["-c", "fast"]
+            argv += list(options)
             if slot:
                 argv += ["-S", conf.slot_name(slot)]
             try:
-                proc = run(argv, self.user, timeout=timeout, env=env)
+                proc = run(argv, self.user, timeout=timeout, env=env, on_output=on_output)
             except PgCommandError:
                 self.clear()
                 raise

@@ -35,23 +35,22 @@ import signal
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
 from functools import cached_property
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
-from psycopg.rows import dict_row
 
 from ctl.config import PgUser, PostgresqlSettings
 from ctl.errors import ConfigError, PgCommandError
-from ctl.pg import admin, conf
+from ctl.pg import conf
 from ctl.pg.binaries import find_bin_dir
 from ctl.pg.datadir import DataDir
 from ctl.pg.osuser import OsUser, check_reachable, chown, resolve_os_user
-from ctl.pg.probe import PROBE_SQL, PgState, state_from_row
+from ctl.pg.probe import PgState
 from ctl.pg.postmaster import Postmaster
 from ctl.pg.process import output_tail
+from ctl.pg.offline import OfflineTools
+from ctl.pg.sqlaccess import SqlAccess, first_line as _first_line
 
 __all__ = ["Postgres", "PgState"]
 
@@ -59,10 +58,12 @@ log = logging.getLogger(__name__)
 
 # Connection errors during startup that waiting will not cure (the server is up and says no).
 _REFUSED_FOR_GOOD = ("authentication failed", "no pg_hba.conf entry", "does not exist")
+# The postmaster answers, but recovery has not reached a consistent state yet.
+_STARTING = ("not yet accepting connections", "the database system is starting up")
 _MAX_SOCKET_PATH = 100  # sun_path is 108 bytes including "/.s.PGSQL.65535"
 
 
-class Postgres:
+class Postgres(SqlAccess, OfflineTools):
     """One node's PostgreSQL: data directory, postmaster process, SQL access as the superuser."""
 
     def __init__(
@@ -265,9 +266,13 @@ class Postgres:
     def is_running(self) -> bool:
         return self._postmaster.pid is not None
 
-    def start(self, timeout: float = 60) -> None:
+    def start(self, timeout: float = 60, *, wait_ready: bool = True,
+              cancelled: Callable[[], bool] | None = None) -> None:
         """Start the postmaster as a fenced child and wait until it accepts connections (read-write, or
-        read-only for a standby that reached consistency). Any thread may call it (see FENCING).
+        read-only for a standby that reached consistency). Any thread may call it (see FENCING). With
+        `wait_ready=False` (a standby), return as soon as the server answers at all, even with "not yet accepting
+        connections": reaching consistency may take long, and the caller watches it with probe(). `cancelled`
+        ends the wait early (the server is left running, the error says so).
 
         No-op when a postmaster already runs on this data directory. On timeout the server is left running
         (a standby may still be catching up) and the error says so.
@@ -285,9 +290,10 @@ class Postgres:
             self._prepare_socket_dir()
             offset = self._postmaster.spawn(self.bin_dir, self.os_user)
             log.info("started PostgreSQL (pid %s, port %s)", self.pid, self.port)
-            self._wait_accepting(timeout, offset)
+            self._wait_accepting(timeout, offset, wait_ready, cancelled)
 
-    def _wait_accepting(self, timeout: float, log_offset: int) -> None:
+    def _wait_accepting(self, timeout: float, log_offset: int, wait_ready: bool = True,
+                        cancelled: Callable[[], bool] | None = None) -> None:
         deadline = time.monotonic() + timeout
         last = "no attempt"
         while True:
@@ -305,10 +311,15 @@ class Postgres:
                 if "Hot standby mode is disabled" in str(exc):  # hot_standby=off: a standby never lets us in
                     log.info("PostgreSQL is up as a standby without hot_standby; not waiting for connections")
                     return
+                if not wait_ready and any(m in str(exc) for m in _STARTING):
+                    log.info("PostgreSQL is up and in recovery (%s); not waiting for consistency", last)
+                    return
                 if any(m in last for m in _REFUSED_FOR_GOOD):  # up, but it will never let us in: say so now
                     raise PgCommandError(
                         f"PostgreSQL (pid {self.pid}) is running but refuses the superuser over the local socket: "
                         f"{last}") from None
+            if cancelled is not None and cancelled():
+                raise PgCommandError(f"stopped waiting for PostgreSQL (pid {self.pid}) to start: cancelled")
             if time.monotonic() >= deadline:
                 raise PgCommandError(
                     f"PostgreSQL (pid {self.pid}) did not accept connections within {timeout:g}s and is left "
@@ -391,161 +402,3 @@ class Postgres:
             self._query("CHECKPOINT")
         except PgCommandError as exc:
             log.warning("CHECKPOINT after promotion failed: %s", exc)
-
-    # ------------------------------------------------------------------------------------------ SQL
-
-    def probe(self) -> PgState:
-        """One SQL round trip describing the server; never raises (running=False, or error=<why>)."""
-        if not self.is_running():
-            return PgState(running=False)
-        try:
-            with psycopg.connect(**self.conninfo(connect_timeout=2), autocommit=True, row_factory=dict_row,
-                                 options="-c statement_timeout=5000") as conn:
-                row = conn.execute(PROBE_SQL).fetchone()
-            return state_from_row(row)
-        except Exception as exc:  # noqa: BLE001 - a probe reports, it never raises
-            return PgState(running=self.is_running(), error=_first_line(exc))
-
-    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[tuple]:
-        """Run one statement as the superuser (autocommit); rows, or [] for statements without a result.
-
-        Raises:
-            PgCommandError: connection or statement failed.
-        """
-        return self._query(sql, params)
-
-    def _query(self, query: Any, params: Any = None, *, statement_timeout: float | None = None) -> list[tuple]:
-        kwargs: dict[str, Any] = {}
-        if statement_timeout:
-            kwargs["options"] = f"-c statement_timeout={int(statement_timeout * 1000)}"
-        try:
-            with psycopg.connect(**self.conninfo(), autocommit=True, **kwargs) as conn:
-                cur = conn.execute(query, params)
-                return cur.fetchall() if cur.description else []
-        except psycopg.Error as exc:
-            raise PgCommandError(f"SQL failed on {self.name}: {_first_line(exc)}") from None
-
-    @contextmanager
-    def _connection(self, what: str) -> Iterator[psycopg.Connection]:
-        """An autocommit superuser connection; psycopg errors become PgCommandError("<what> failed: ...")."""
-        try:
-            with psycopg.connect(**self.conninfo(), autocommit=True) as conn:
-                yield conn
-        except psycopg.Error as exc:
-            raise PgCommandError(f"{what} failed on {self.name}: {_first_line(exc)}") from None
-
-    def create_users(self, superuser: PgUser, replication: PgUser, rewind: PgUser | None = None) -> None:
-        """Set the superuser's password; create/alter the replication role (REPLICATION LOGIN) and the rewind
-        role with the function grants pg_rewind needs (and pg_checkpoint). Passwords stay out of the server log.
-
-        Raises:
-            PgCommandError: a statement failed.
-        """
-        with self._connection("creating users") as conn:
-            admin.create_users(conn, superuser, replication, rewind)
-        log.info("users ready: %s", ", ".join(u.username for u in (superuser, replication, rewind) if u))
-
-    def replication_slots(self) -> dict[str, dict[str, Any]]:
-        """Physical slots: {name: {"active": bool, "restart_lsn": int | None}}.
-
-        Raises:
-            PgCommandError: the query failed.
-        """
-        with self._connection("listing slots") as conn:
-            return admin.replication_slots(conn)
-
-    def ensure_slots(self, names: Iterable[str]) -> list[str]:
-        """Create the missing physical slots (names sanitized with conf.slot_name, WAL reserved at once).
-        Returns the names created.
-
-        Raises:
-            PgCommandError: a query failed.
-        """
-        with self._connection("creating slots") as conn:
-            return admin.ensure_slots(conn, names)
-
-    def drop_slots_except(self, keep: Iterable[str]) -> list[str]:
-        """Drop the physical slots not in `keep` (sanitized); active ones are kept. Returns the names dropped.
-
-        Raises:
-            PgCommandError: a query failed.
-        """
-        with self._connection("dropping slots") as conn:
-            return admin.drop_slots_except(conn, keep)
-
-    # ------------------------------------------------------------------------------------------ cloning
-
-    def basebackup(self, source_conninfo: str | Mapping[str, Any], timeout: float = 600,
-                   *, slot: str | None = None) -> None:
-        """Clone the source server with `pg_basebackup -X stream -c fast` into an empty data directory.
-
-        `slot` (a member name, sanitized) streams the backup's WAL through that existing slot on the source.
-        On failure the data directory is left empty. Call write_config() before start().
-
-        Raises:
-            ConfigError: malformed conninfo.
-            PgCommandError: running, data directory not empty, pg_basebackup failed or timed out.
-        """
-        with self._lock:
-            if self.is_running():
-                raise PgCommandError("cannot clone: PostgreSQL is running")
-            self.files.basebackup(source_conninfo, slot, timeout)
-            log.info("cloned %s with pg_basebackup", self.data_dir)
-
-    def rewind(self, source_conninfo: str | Mapping[str, Any], timeout: float = 600) -> bool:
-        """pg_rewind this data directory onto the source server; False on failure (then re-clone).
-
-        Stops the server first (fast). A server that was not shut down cleanly (crash, kill -9 of a fenced
-        primary) first gets crash recovery in single-user mode, as Patroni does, because pg_rewind needs a clean
-        shutdown. A CHECKPOINT on the source makes its control file show its new timeline. Our config files are
-        kept (pg_rewind copies the source's) and standby.signal is written, so the node can only start as a
-        standby; call write_config() with a primary_conninfo before start().
-        """
-        with self._lock:
-            try:
-                self.stop()
-                if not self.files.ensure_clean_shutdown():
-                    return False
-                _checkpoint_source(source_conninfo)
-                return self.files.rewind(source_conninfo, timeout)
-            except (PgCommandError, ConfigError) as exc:
-                log.error("pg_rewind not possible: %s", exc)
-                return False
-
-    # ------------------------------------------------------------------------------------------ control file
-
-    def controldata(self) -> dict[str, str]:
-        """pg_controldata as a dict ("Database cluster state", "Latest checkpoint's TimeLineID", ...).
-
-        Raises:
-            PgCommandError: pg_controldata failed (e.g. no data directory).
-        """
-        return self.files.controldata()
-
-    def system_identifier(self) -> str | None:
-        """The data directory's system identifier, or None when there is no cluster or it cannot be read."""
-        if not self._has_cluster():
-            return None
-        try:
-            return self.controldata().get("Database system identifier")
-        except PgCommandError:
-            return None
-
-
-def _checkpoint_source(source_conninfo: str | Mapping[str, Any]) -> None:
-    """CHECKPOINT on the rewind source so that its control file shows its current timeline (best effort: needs
-    superuser or pg_checkpoint, which create_users grants to the rewind role)."""
-    try:
-        params = dict(source_conninfo) if isinstance(source_conninfo, Mapping) else \
-            conninfo_to_dict(source_conninfo)
-        params.setdefault("connect_timeout", 5)
-        with psycopg.connect(**params, autocommit=True) as conn:
-            conn.execute("CHECKPOINT")
-    except psycopg.Error as exc:
-        log.warning("CHECKPOINT on the rewind source failed (pg_rewind may see a stale timeline): %s",
-                    _first_line(exc))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

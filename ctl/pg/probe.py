@@ -25,6 +25,7 @@ SELECT pg_is_in_recovery() AS in_recovery,
   (SELECT system_identifier FROM pg_control_system())::text AS system_identifier,
   current_setting('server_version_num')::int AS server_version,
   pg_postmaster_start_time() AS postmaster_start_time,
+  current_setting('synchronous_standby_names') AS sync_names,
   (SELECT row_to_json(w) FROM (
      SELECT status, received_tli, sender_host, sender_port,
             (flushed_lsn - '0/0'::pg_lsn)::bigint AS flushed_lsn
@@ -61,6 +62,7 @@ class PgState:
     postmaster_start_time: str | None = None
     replication: tuple[Mapping[str, Any], ...] = ()  # pg_stat_replication rows
     pending_restart: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    sync_names: str | None = None  # synchronous_standby_names in effect
     error: str | None = None
 
     @property
@@ -112,4 +114,5 @@ def state_from_row(row: Mapping[str, Any]) -> PgState:
         postmaster_start_time=_iso(row.get("postmaster_start_time")),
         replication=tuple(dict(r) for r in row.get("replication") or ()),
         pending_restart={k: dict(v) for k, v in (row.get("pending_restart") or {}).items()},
+        sync_names=row.get("sync_names"),
     )

@@ -128,6 +128,8 @@ class _Keeper:
 
 
 _keeper = _Keeper()
+_children_lock = threading.Lock()
+_children: dict[int, set[int]] = {}  # thread ident -> PIDs of the programs run() waits for on that thread
 
 
 def spawn_from_keeper(argv: Sequence[str], user: OsUser, *, stdout: IO | int | None,
@@ -144,13 +146,16 @@ def run(
     argv: Sequence[str],
     user: OsUser,
     *,
-    timeout: float,
+    timeout: float | None,
     env: Mapping[str, str] | None = None,
     stdin_data: str | None = None,
+    on_output: Callable[[str], None] | None = None,
 ) -> subprocess.CompletedProcess:
     """Run a PostgreSQL program to completion as `user`; stdout and stderr are captured (merged).
 
-    On timeout the whole process group is killed. The return code is not checked.
+    On timeout the whole process group is killed. The return code is not checked. With `on_output`, each line
+    of output is handed over as it comes (no stdin then). The program can be killed from another thread with
+    `kill_children(<this thread's ident>)`.
 
     Raises:
         PgCommandError: the program could not be started or did not finish within `timeout`.
@@ -159,13 +164,55 @@ def run(
         argv, user, stdout=subprocess.PIPE, death_signal=signal.SIGTERM, env=env,
         stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
     )
+    me = threading.get_ident()
+    with _children_lock:
+        _children.setdefault(me, set()).add(proc.pid)
     try:
-        out, _ = proc.communicate(stdin_data.encode() if stdin_data is not None else None, timeout=timeout)
+        if on_output is not None:
+            out = _read_lines(proc, timeout, on_output)
+        else:
+            out, _ = proc.communicate(stdin_data.encode() if stdin_data is not None else None, timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_group(proc.pid)
         proc.communicate()
         raise PgCommandError(f"{os.path.basename(argv[0])} did not finish within {timeout:g}s") from None
+    finally:
+        with _children_lock:
+            _children.get(me, set()).discard(proc.pid)
     return subprocess.CompletedProcess(list(argv), proc.returncode, out.decode("utf-8", "replace"), "")
+
+
+def _read_lines(proc: subprocess.Popen, timeout: float, on_output: Callable[[str], None]) -> bytes:
+    """Read the output as it comes, calling `on_output` per line (a carriage return ends a line too)."""
+    chunks: list[bytes] = []
+
+    def reader() -> None:
+        pending = b""
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read1(65536):
+            chunks.append(chunk)
+            pending += chunk
+            *lines, pending = pending.replace(b"\r", b"\n").split(b"\n")
+            for line in lines:
+                if line.strip():
+                    try:
+                        on_output(line.decode("utf-8", "replace"))
+                    except Exception:  # noqa: BLE001 - a progress callback never breaks the program
+                        pass
+
+    thread = threading.Thread(target=reader, name="hactl-output-reader", daemon=True)
+    thread.start()
+    proc.wait(timeout=timeout)
+    thread.join(5)
+    return b"".join(chunks)
+
+
+def kill_children(thread_ident: int) -> None:
+    """SIGKILL the process groups of the programs that `run()` runs on that thread (cancelling a task)."""
+    with _children_lock:
+        pids = list(_children.get(thread_ident, ()))
+    for pid in pids:
+        _kill_group(pid)
 
 
 def _kill_group(pid: int) -> None:

@@ -276,11 +276,24 @@ def reinit_candidates(cluster: Cluster) -> list[str]:
     return [m.name for m in select_members(cluster, [], "replica")] if cluster.members else []
 
 
+def backup_progress(value: Any) -> str | None:
+    """`120.0/300.0 MB (40%)` from the `basebackup` object of a member's `GET /patroni` (hactl agents)."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        done, total = int(value["done_bytes"]), int(value["total_bytes"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    pct = f" ({100 * done // total}%)" if total > 0 else ""
+    return f"{done / 1048576:.1f}/{total / 1048576:.1f} MB{pct}"
+
+
 def execute_reinit(cluster: Cluster, names: Sequence[str], rest: Any, *, force: bool, from_leader: bool,
                    wait: bool, timeout: float, confirm_cancel: Callable[[str], bool] = lambda _: False,
                    progress: Progress = quiet, clock: Callable[[], float] = time.monotonic,
-                   sleep: Callable[[float], None] = time.sleep) -> OperationResult:
-    """POST /reinitialize to each replica; with `wait`, until each runs again on a new postmaster."""
+                   sleep: Callable[[float], None] = time.sleep, status: Progress = quiet) -> OperationResult:
+    """POST /reinitialize to each replica; with `wait`, until each runs again on a new postmaster. While a
+    member copies, `status` gets its base backup's progress (`node2: creating replica 120/300 MB (40%)`)."""
     result = OperationResult("reinit", {"cluster": cluster.scope, "members": list(names), "force": force,
                                         "from_leader": from_leader, "wait": wait})
     start = clock()
@@ -317,11 +330,14 @@ def execute_reinit(cluster: Cluster, names: Sequence[str], rest: Any, *, force: 
         while pending:
             for name, (m, before, t0) in list(pending.items()):
                 try:
-                    status = rest.get_patroni(m)
+                    answer = rest.get_patroni(m)
                 except RestError:
                     continue
-                state = str(status.get("state") or "")
-                new_start = status.get("postmaster_start_time")
+                state = str(answer.get("state") or "")
+                new_start = answer.get("postmaster_start_time")
+                copied = backup_progress(answer.get("basebackup"))
+                if copied:
+                    status(f"{name}: {state} {copied}")
                 out = next(o for o in result.members if o.member == name)
                 if state.endswith("failed"):
                     out.outcome, out.message = "failed", f"reinitialize failed on {name}: state {state!r}"

@@ -64,9 +64,13 @@ class AgentCluster:
     loop_wait: int = 1
     retry_timeout: int = 3
     maximum_lag_on_failover: int = 1048576
+    bootstrap_dcs: dict[str, Any] = field(default_factory=dict)  # extra bootstrap.dcs keys (synchronous_mode ...)
 
     # ------------------------------------------------------------------------------------------ set-up
-    def add_node(self, name: str, tags: dict[str, Any] | None = None, use_pg_rewind: bool = True) -> Node:
+    def add_node(self, name: str, tags: dict[str, Any] | None = None, use_pg_rewind: bool = True,
+                 postgresql: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Node:
+        """`postgresql`: more keys of the node's local `postgresql` section (e.g. `basebackup`); `extra` is merged
+        into the whole file (e.g. postgresql.callbacks, bootstrap.dcs keys)."""
         os.chmod(self.base, 0o755)
         node_dir = os.path.join(self.base, name)
         os.makedirs(node_dir, exist_ok=True)
@@ -85,6 +89,7 @@ class AgentCluster:
                     "loop_wait": self.loop_wait,
                     "retry_timeout": self.retry_timeout,
                     "maximum_lag_on_failover": self.maximum_lag_on_failover,
+                    **self.bootstrap_dcs,
                     "postgresql": {
                         "use_pg_rewind": use_pg_rewind,
                         "use_slots": True,
@@ -109,6 +114,8 @@ class AgentCluster:
             },
             "tags": tags or {},
         }
+        cfg["postgresql"].update(postgresql or {})
+        _deep_merge(cfg, extra or {})
         path = os.path.join(self.base, f"{name}.yml")
         with open(path, "w", encoding="utf-8") as f:
             yaml.safe_dump(cfg, f)
@@ -267,10 +274,19 @@ class AgentCluster:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
+
+
 @contextlib.contextmanager
 def running_cluster(request, names: tuple[str, ...] = ("node1", "node2", "node3"),
-                    **settings: Any) -> Iterator[AgentCluster]:
-    """A bootstrapped, healthy cluster for a test module; its agents' logs are printed when a test failed."""
+                    postgresql: dict[str, Any] | None = None, **settings: Any) -> Iterator[AgentCluster]:
+    """A bootstrapped, healthy cluster for a test module; its agents' logs are printed when a test failed.
+    `postgresql` goes into every node's local `postgresql` section."""
     from tests.support.procs import etcd_binary, require_binary
 
     require_binary(etcd_binary(), "etcd", "Debian etcd-server")
@@ -278,7 +294,7 @@ def running_cluster(request, names: tuple[str, ...] = ("node1", "node2", "node3"
     etcd = EtcdServer().start()
     c = AgentCluster(etcd, **settings)
     for name in names:
-        c.add_node(name)
+        c.add_node(name, postgresql=postgresql)
     try:
         c.start_all()
         c.wait_healthy(timeout=120)

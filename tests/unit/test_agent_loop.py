@@ -26,26 +26,26 @@ def cluster(data: dict, revision: int) -> Cluster:
 
 def test_a_valid_config_is_adopted_and_drives_the_settings():
     a = agent()
-    a._check_dynamic_config(cluster({"ttl": 40, "loop_wait": 5, "retry_timeout": 10}, 7))
+    a.dynamic.check(cluster({"ttl": 40, "loop_wait": 5, "retry_timeout": 10}, 7))
     assert a.good_config is not None and a.good_config.mod_revision == 7
 
 
 def test_a_bad_value_keeps_the_last_good_config_and_is_logged_once(caplog):
     a = agent()
-    a._check_dynamic_config(cluster({"ttl": 40, "loop_wait": 5, "retry_timeout": 10}, 7))
+    a.dynamic.check(cluster({"ttl": 40, "loop_wait": 5, "retry_timeout": 10}, 7))
     bad = cluster({"ttl": 40, "loop_wait": "abc", "retry_timeout": 10}, 8)
     with caplog.at_level(logging.ERROR, logger="hactl.agent"):
         for _ in range(5):  # every loop sees the same revision
-            a._check_dynamic_config(bad)
+            a.dynamic.check(bad)
     assert a.good_config.mod_revision == 7
     assert len([r for r in caplog.records if "ignoring invalid dynamic config" in r.getMessage()]) == 1
 
 
 def test_unknown_postgresql_parameters_are_refused_but_unknown_keys_are_not():
     a = agent()
-    a._check_dynamic_config(cluster({"ttl": 30, "no_such_key": 1}, 3))
+    a.dynamic.check(cluster({"ttl": 30, "no_such_key": 1}, 3))
     assert a.good_config is not None and a.good_config.mod_revision == 3
-    a._check_dynamic_config(cluster({"ttl": 30, "postgresql": {"parameters": {"max_conections": 5}}}, 4))
+    a.dynamic.check(cluster({"ttl": 30, "postgresql": {"parameters": {"max_conections": 5}}}, 4))
     assert a.good_config.mod_revision == 3
 
 

@@ -93,3 +93,35 @@ def test_nofailover_follows_patroni_precedence_everywhere():
         assert Member("m", tags=tags).nofailover is expected
         assert parse_status("m", {"tags": tags}).nofailover is expected
         assert st.ha_settings(cfg(tags=tags), None).nofailover is expected
+
+
+def _pg(**extra):
+    return cfg(postgresql={**GOOD["postgresql"], **extra})
+
+
+def test_basebackup_options_in_patronis_list_and_mapping_forms():
+    assert st.basebackup_options(_pg(basebackup=[{"max-rate": "10M"}, "verbose", {"checkpoint": "fast"}])) == \
+        ["--max-rate=10M", "--verbose", "--checkpoint=fast"]
+    assert st.basebackup_options(_pg(basebackup={"max-rate": "100M", "waldir": "/wal"})) == \
+        ["--max-rate=100M", "--waldir=/wal"]
+    assert st.basebackup_options(_pg(create_replica_methods=["wal_e", "basebackup"])) == []
+    assert st.replica_methods_ignored(_pg(create_replica_methods=["wal_e", "basebackup"])) == ["wal_e"]
+
+
+@pytest.mark.parametrize("extra,message", [
+    ({"basebackup": [{"pgdata": "/x"}]}, "pgdata is set by hactl"),
+    ({"basebackup": [{"a": 1, "b": 2}]}, "one-key mapping"),
+    ({"basebackup": "max-rate=1M"}, "must be a list or a mapping"),
+    ({"basebackup": [{"max-rate; rm -rf /": 1}]}, "bad option name"),
+    ({"create_replica_methods": ["wal_e"]}, "only with 'basebackup'"),
+])
+def test_bad_basebackup_settings_are_one_line_errors_at_start(extra, message):
+    with pytest.raises(ConfigError, match=message):
+        st.validate(_pg(**extra))
+
+
+def test_primary_start_timeout_and_member_slots_ttl_from_the_dynamic_config():
+    s = st.ha_settings(cfg(), DynamicConfig({"ttl": 30, "master_start_timeout": 0, "member_slots_ttl": "30min"}))
+    assert (s.primary_start_timeout, s.member_slots_ttl) == (0, 1800)
+    s = st.ha_settings(cfg(), DynamicConfig({"ttl": 30, "primary_start_timeout": 20, "master_start_timeout": 0}))
+    assert (s.primary_start_timeout, s.member_slots_ttl) == (20, 1800)

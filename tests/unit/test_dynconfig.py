@@ -96,3 +96,17 @@ def test_invalid(config, problems):
 
 def test_not_an_object():
     assert validate_dynamic_config([1, 2]) == ["the configuration must be a JSON object"]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("value", "ok"), [(1800, True), ("30min", True), ("1h", True), (0, True),
+                                           ("soon", False), (-5, False), ([1], False)])
+def test_member_slots_ttl_is_a_duration(value, ok):
+    problems = validate_dynamic_config({**BASE, "member_slots_ttl": value})
+    assert (problems == []) is ok, problems
+    if not ok:
+        assert "member_slots_ttl must be a number of seconds >= 0 or a duration like '30min'" in problems[0]
+
+
+def test_primary_start_timeout_and_its_old_spelling_are_seconds():
+    assert validate_dynamic_config({**BASE, "primary_start_timeout": 0, "master_start_timeout": 30}) == []
+    assert validate_dynamic_config({**BASE, "primary_start_timeout": -1})

@@ -27,7 +27,7 @@ from ctl.agent.operations import (
     rejection,
     restart_matches,
 )
-from ctl.agent.tasks import TaskResult
+from ctl.agent.taskrunner import TaskResult
 from ctl.config import RestApiSettings
 from ctl.dcs.codec import KeyValue, parse_cluster
 from ctl.errors import DcsUnavailable

@@ -519,6 +519,23 @@ def test_reinit_refuses_the_leader_and_waits_for_a_new_postmaster() -> None:
     assert lines[-1] == "Reinitialize is completed on: node2" and result.exit_code == ExitCode.REFUSED
 
 
+def test_reinit_wait_shows_the_base_backups_progress_as_status_only() -> None:
+    answers = iter([{"state": "running", "postmaster_start_time": "a"},
+                    {"state": "creating replica", "basebackup": {"done_bytes": 50 << 20, "total_bytes": 200 << 20}},
+                    {"state": "creating replica", "basebackup": {"done_bytes": 150 << 20, "total_bytes": 200 << 20}},
+                    {"state": "running", "postmaster_start_time": "b"}])
+    rest = members_api({("node2", "POST", "/reinitialize"): httpx.Response(200, text="reinitialize started"),
+                        ("node2", "GET", "/patroni"): lambda r: httpx.Response(200, json=next(answers))})
+    lines: list[str] = []
+    shown: list[str] = []
+    result = msvc.execute_reinit(cluster(), ["node2"], rest, force=True, from_leader=False, wait=True, timeout=30,
+                                 progress=lines.append, status=shown.append, sleep=lambda s: None)
+    assert result.ok
+    assert shown == ["node2: creating replica 50.0/200.0 MB (25%)", "node2: creating replica 150.0/200.0 MB (75%)"]
+    assert not any("MB" in line for line in lines)  # progress is never a line of the permanent output
+    assert msvc.backup_progress({"done_bytes": 1}) is None and msvc.backup_progress(None) is None
+
+
 # ----------------------------------------------------------------------------------------------- rendering
 
 
