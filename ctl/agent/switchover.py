@@ -187,6 +187,8 @@ class Switchover:
                     lagging.append(m)
             if not lagging or time.monotonic() >= deadline:
                 break
+            log.debug("%s check: %s behind the leader's %s, asking again", action,
+                      ", ".join(m.name for m in lagging), optime)
             time.sleep(LAG_RECHECK)  # WAL in flight: ask again, against the same reference
             peers.update(self.fetch(lagging, timeout=PEER_TIMEOUT))
         if candidate:
