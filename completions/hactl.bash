@@ -5,7 +5,7 @@
 
 # Subcommands of each command path.
 declare -gA _hactl_commands=(
-    ['hactl']='list topology history show-config dsn version switchover failover restart reload reinit pause resume flush remove query agent edit-config demo'
+    ['hactl']='list topology history show-config dsn version switchover failover restart reload reinit pause resume flush remove query agent edit-config demote-cluster promote-cluster demo'
     ['hactl demo']='up down'
 )
 # Options of each command path.
@@ -29,6 +29,8 @@ declare -gA _hactl_options=(
     ['hactl query']='--command --dbname --delimiter --file --format --help --member --password --role --username --watch -c -d -f -h -m -r -U -W -w'
     ['hactl agent']='--config-file --help --log-file --user -c -h'
     ['hactl edit-config']='--apply --dry-run --force --help --no-validate --pg --quiet --replace --set -h -p -q -s'
+    ['hactl demote-cluster']='--force --format --help --host --port --primary-slot-name --restore-command --wait-timeout -f -h'
+    ['hactl promote-cluster']='--force --format --help --wait-timeout -f -h'
     ['hactl demo']='--help -h'
     ['hactl demo up']='--dir --help --nodes --timeout -h'
     ['hactl demo down']='--dir --help --purge -h'
@@ -127,6 +129,16 @@ declare -gA _hactl_values=(
     ['hactl edit-config|--pg']='any'
     ['hactl edit-config|--apply']='file'
     ['hactl edit-config|--replace']='file'
+    ['hactl demote-cluster|--host']='any'
+    ['hactl demote-cluster|--port']='any'
+    ['hactl demote-cluster|--restore-command']='any'
+    ['hactl demote-cluster|--primary-slot-name']='members'
+    ['hactl demote-cluster|--wait-timeout']='any'
+    ['hactl demote-cluster|-f']='choice:pretty,json'
+    ['hactl demote-cluster|--format']='choice:pretty,json'
+    ['hactl promote-cluster|--wait-timeout']='any'
+    ['hactl promote-cluster|-f']='choice:pretty,json'
+    ['hactl promote-cluster|--format']='choice:pretty,json'
     ['hactl demo up|--nodes']='any'
     ['hactl demo up|--dir']='dir'
     ['hactl demo up|--timeout']='any'
@@ -151,6 +163,8 @@ declare -gA _hactl_args=(
     ['hactl remove']='clusters'
     ['hactl query']='clusters'
     ['hactl edit-config']='clusters'
+    ['hactl demote-cluster']='clusters'
+    ['hactl promote-cluster']='clusters'
 )
 
 # Tokens of the line up to the cursor, split on blanks (COMP_WORDS splits on = and :, which URLs contain).

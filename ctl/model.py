@@ -376,6 +376,7 @@ class NodeStatus:
     ttl: int = 30
     maximum_lag_on_failover: int = 1048576
     cluster_optime: int | None = None  # /status optime as last seen, for ?lag=
+    failsafe_mode_is_active: bool = False
     basebackup: Mapping[str, Any] | None = None  # a running base backup: {"done_bytes": n, "total_bytes": n}
 
 

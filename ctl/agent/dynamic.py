@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ctl.agent.callbacks import role_of
 from ctl.agent import settings as st
 from ctl.agent.node import NodeState, write_config
 from ctl.config import Config
@@ -75,6 +76,7 @@ class DynamicConfigWatch:
             standby = bool(state.in_recovery)
             write_config(self.config, node, self.pg, standby=standby, target=node.upstream if standby else None)
             self.pg.reload()
+            node.hooks.reloaded(role_of(node))
             what = ", ".join(changed) if changed else "pg_hba"
             log.info("dynamic config changed (%s): configuration files rewritten, PostgreSQL reloaded", what)
             self._applied_params, self._applied_hba = params, hba

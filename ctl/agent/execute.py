@@ -12,6 +12,8 @@ import logging
 from typing import Any, Callable, Mapping, Sequence
 
 from ctl.agent import settings as st
+from ctl.agent import standby as sb
+from ctl.agent.callbacks import role_of
 from ctl.agent.history import write_history
 from ctl.agent.node import NodeState, write_config
 from ctl.agent.pgtasks import PgTasks
@@ -21,6 +23,7 @@ from ctl.config import Config
 from ctl.dcs import codec, keys
 from ctl.errors import CtlError
 from ctl.ha.actions import Action, Decision, Kind
+from ctl.ha.standby import REMOTE
 from ctl.pg.conf import slot_name
 
 log = logging.getLogger("hactl.agent")
@@ -32,6 +35,7 @@ LONG: Mapping[Kind, tuple[str, str]] = {
     Kind.REINITIALIZE: ("reinitialize", "creating replica"),
     Kind.START_PRIMARY: ("starting primary", "starting"),
     Kind.START_REPLICA: ("starting as a replica", "starting"),
+    Kind.DEMOTE_CLUSTER: ("demoting to a standby cluster", "stopping"),
 }
 
 
@@ -96,6 +100,8 @@ class Executor:
             return t.rewind(job, target)
         if action.kind == Kind.REINITIALIZE:
             return t.reinitialize(job, target)
+        if action.kind == Kind.DEMOTE_CLUSTER:
+            return sb.demote_cluster(t, job)
         return getattr(self, "_" + action.kind.value)(action)
 
     # ------------------------------------------------------------------------------------------------ requests
@@ -130,6 +136,7 @@ class Executor:
         write_config(self.config, node, self.pg, standby=standby, target=node.upstream if standby else None)
         if self.pg.is_running():
             self.pg.reload()
+            node.hooks.reloaded(role_of(node))
         log.info("reloaded configuration on request")
         return TaskResult(True, "reload scheduled" if node.cluster is not None else "reloaded")
 
@@ -190,6 +197,7 @@ class Executor:
         log.info("promoting PostgreSQL")
         old = self.pg.probe()
         self.pg.promote()
+        node.hooks.promoted()
         node.upstream = None
         self._slots = None
         self._adopted_retained = False
@@ -204,6 +212,7 @@ class Executor:
         log.info("switchover to %s: stopping PostgreSQL cleanly, then releasing the leader lock", action.target)
         node.last_switchover_result = None
         self.pg.stop(mode="fast", checkpoint=True)
+        node.hooks.stopped("demoted")
         node.upstream = None
         node.last_lock_renewal = None
         if self.dcs.release_leader(node.name):
@@ -228,6 +237,7 @@ class Executor:
         if self.runner.busy:
             self.runner.cancel()
         self.pg.stop(mode="immediate")
+        node.hooks.stopped("demoted")
         node.upstream = None
         return True
 
@@ -235,6 +245,7 @@ class Executor:
         node = self.node
         write_config(self.config, node, self.pg, standby=True, target=action.target)
         self.pg.reload()
+        node.hooks.reloaded("standby_leader" if action.target == REMOTE else "replica")
         node.upstream = action.target
         node.follow_since = self.clock()
         log.info("following %s", action.target)
@@ -249,13 +260,13 @@ class Executor:
         now = self.clock()
         if c is None:
             return sorted(self._seen)
-        if not self._adopted_retained and c.status is not None:  # a new leader keeps the old leader's list
+        ttl = node.settings.member_slots_ttl
+        if not self._adopted_retained and c.status is not None and ttl > 0:  # a new leader keeps the old list
             for name in c.status.retain_slots:
                 self._seen.setdefault(name, now)
             self._adopted_retained = True
         for m in c.members:
             self._seen[m.name] = now
-        ttl = node.settings.member_slots_ttl
         self._seen = {n: t for n, t in self._seen.items() if n != node.name and now - t <= ttl}
         return sorted(self._seen)
 

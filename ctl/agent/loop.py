@@ -20,8 +20,10 @@ from typing import Any, Mapping
 from ctl import __version__
 from ctl.agent import member
 from ctl.agent import settings as st
+from ctl.agent.callbacks import hooks_for, role_of
 from ctl.agent.dynamic import DynamicConfigWatch
 from ctl.agent.execute import Executor
+from ctl.agent.failsafe import Failsafe
 from ctl.agent.node import NodeState
 from ctl.agent.peers import fetch_peers
 from ctl.agent.taskrunner import TaskResult, TaskRunner
@@ -57,7 +59,8 @@ class Agent:
         self.clock = clock
         self.wake = threading.Event()
         self.stopping = threading.Event()
-        self.node = NodeState(self.name, settings=st.ha_settings(config, None))
+        self.node = NodeState(self.name, settings=st.ha_settings(config, None), hooks=hooks_for(config))
+        self.failsafe = Failsafe(self)  # failsafe_mode (ctl/agent/failsafe.py)
         self.runner = TaskRunner(self.wake.set, kill_children)
         self.executor = Executor(config, self.node, dcs, pg, clock, self.runner)
         self.dynamic = DynamicConfigWatch(config, self.node, pg)
@@ -85,6 +88,9 @@ class Agent:
     good_config = property(lambda self: self.node.good_config, lambda self, v: setattr(self.node, "good_config", v))
     last_switchover_result = property(lambda self: self.node.last_switchover_result,
                                       lambda self, v: setattr(self.node, "last_switchover_result", v))
+    upstream = property(lambda self: self.node.upstream)
+    last_lock_renewal = property(lambda self: self.node.last_lock_renewal)
+    _pg_state = property(lambda self: self.node.pg_state)  # the last probe (older callers read this name)
 
     @property
     def busy(self) -> str | None:
@@ -165,9 +171,21 @@ class Agent:
             timeout = self.settings.loop_wait if self.cluster is not None else 1.0
             if self.quick_recheck:
                 timeout = min(timeout, 1.0)
-            self.wake.wait(timeout)
+            self._sleep(timeout)
             self.wake.clear()
         self.shutdown()
+
+    def _sleep(self, timeout: float) -> None:
+        """Until woken, `timeout` passed, or the postmaster died (checked every 0.5 s without SQL): a crashed
+        PostgreSQL is noticed within half a second, not on the next loop_wait tick as in Patroni."""
+        deadline = time.monotonic() + timeout
+        was_running = self.pg.is_running()
+        while not self.wake.wait(max(0.0, min(0.5, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                return
+            if was_running and not self.runner.busy and not self.pg.is_running():
+                log.warning("PostgreSQL is gone (postmaster exited)")
+                return
 
     def run_once(self) -> Decision:
         with self.cycle_lock:
@@ -181,6 +199,7 @@ class Agent:
                 log.info("%s", decision.reason)
                 self._last_reason = decision.reason
             self.executor.run(decision)
+            self._after_actions()
             self._publish()
         # after a change (start, promote, follow, step down ...) look again soon, so that state shows up quickly
         routine = {Kind.NOOP, Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS}
@@ -264,6 +283,7 @@ class Agent:
             peers=peers,
             wall_time=time.time(),
             task=task,
+            failsafe=self.failsafe.observe(cluster, pgv),
         )
 
     def _pg_view(self, state: Any, now: float, task: str | None) -> PgView:
@@ -305,12 +325,23 @@ class Agent:
         except CtlError:
             return {}
 
+    def _after_actions(self) -> None:
+        """Callbacks and failsafe bookkeeping that follow an iteration's actions."""
+        node = self.node
+        s = node.pg_state
+        if s is not None and s.running and self.runner.busy is None:
+            node.hooks.adopted(role_of(node))  # found running at start and no callback yet: on_start, as Patroni
+        c = node.cluster
+        if node.last_lock_renewal is not None and c is not None and c.leader is not None and c.leader.name == self.name:
+            self.failsafe.after_renewal()  # the `failsafe` key, after a renewal (Patroni's update_leader)
+
     # ------------------------------------------------------------------------------------------------ publish
     def _self(self) -> member.Self:
         runner = self.runner
         return member.Self(conn_url=self.conn_url, api_url=self.api_url, tags=self.config.tags,
                            task_state=runner.state, task_progress=runner.progress,
-                           scheduled_restart=self.scheduled_restart, data_dir_empty=self.pg.data_dir_empty())
+                           scheduled_restart=self.scheduled_restart, data_dir_empty=self.pg.data_dir_empty(),
+                           failsafe_active=self.failsafe.is_active())
 
     def _publish(self) -> None:
         """Keep our lease alive and our member key current; refresh the cached status for the REST API."""
@@ -354,6 +385,9 @@ class Agent:
             else:
                 log.info("shutting down: stopping PostgreSQL")
                 self.pg.stop(mode="fast")
+            self.node.hooks.stopped("primary" if primary else role_of(self.node))
+            if self.node.hooks.callbacks is not None:
+                self.node.hooks.callbacks.flush()  # on_stop must start before the agent exits
         except CtlError as exc:
             log.error("stopping PostgreSQL failed: %s", exc)
         if leader:

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 from ctl import __version__
 from ctl.agent.node import NodeState
+from ctl.ha.standby import REMOTE
 from ctl.model import NodeStatus
 
 
@@ -22,6 +23,7 @@ class Self:
     task_progress: Mapping[str, Any] | None
     scheduled_restart: Mapping[str, Any] | None
     data_dir_empty: bool
+    failsafe_active: bool = False  # failsafe_mode_is_active (ctl/agent/failsafe.py)
 
 
 def state_name(node: NodeState, me: Self) -> str:
@@ -37,6 +39,8 @@ def role_name(node: NodeState, me: Self) -> str:
     s = node.pg_state
     if s is None or not s.running or s.in_recovery is None:
         return "uninitialized" if me.data_dir_empty else "replica"
+    if s.in_recovery and node.upstream == REMOTE and node.holds_lock_now():
+        return "standby_leader"
     return "replica" if s.in_recovery else "primary"
 
 
@@ -110,4 +114,5 @@ def node_status(previous: NodeStatus, node: NodeState, me: Self) -> NodeStatus:
         maximum_lag_on_failover=node.settings.maximum_lag_on_failover,
         cluster_optime=cluster.optime if cluster else None,
         basebackup=dict(me.task_progress) if me.task_progress else None,
+        failsafe_mode_is_active=me.failsafe_active,
     )

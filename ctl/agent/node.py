@@ -7,11 +7,14 @@ reader sees an old or a new value, never a torn one; the loop reads it once per 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ctl.agent import settings as st
+from ctl.agent import standby as sb
+from ctl.agent.callbacks import CallbackHooks
 from ctl.config import Config
+from ctl.ha.standby import REMOTE
 from ctl.ha.state import HaSettings
 from ctl.model import Cluster, DynamicConfig
 from ctl.pg.conf import slot_name
@@ -29,6 +32,7 @@ class NodeState:
     follow_since: float = 0.0
     start_failed: bool = False
     last_switchover_result: str | None = None  # why the leader refused/cleared a switchover request
+    hooks: CallbackHooks = field(default_factory=lambda: CallbackHooks(None))  # postgresql.callbacks
     sync_names: str | None = None  # synchronous_standby_names chosen by the leader (None: the configured value)
     sync_ready_lsn: int | None = None  # primary's WAL position once that choice was in effect (ctl.agent.sync)
 
@@ -48,6 +52,8 @@ def _quote(value: str) -> str:
 
 def conninfo(config: Config, node: NodeState, target: str, *, replication: bool) -> str | None:
     """A libpq conninfo to member `target` (replication user, or the rewind/superuser), or None if unknown."""
+    if target == REMOTE:  # a standby cluster's remote primary
+        return sb.remote_conninfo(config, node, replication=replication)
     m = node.cluster.member(target) if node.cluster is not None and target else None
     if m is None or not m.host:
         return None
@@ -71,7 +77,8 @@ def write_config(config: Config, node: NodeState, pg: Any, *, standby: bool, tar
     # only the leader keeps slots (for every member); a cascading replica streams without one
     slot = (slot_name(node.name)
             if (primary_conninfo and target == node.leader and st.use_slots(config, dynamic)) else None)
-    params = st.pg_parameters(config, dynamic)
+    slot = sb.remote_slot(config, node) if target == REMOTE else slot
+    params = {**st.pg_parameters(config, dynamic), **(sb.recovery_parameters(config, node, target) if standby else {})}
     if node.sync_names is not None:  # synchronous mode: the leader's choice, not the configured value
         params["synchronous_standby_names"] = node.sync_names
     return pg.write_config(

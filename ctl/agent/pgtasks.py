@@ -11,11 +11,13 @@ import socket
 from typing import Any, Callable
 
 from ctl.agent import settings as st
+from ctl.agent import standby as sb
 from ctl.agent.node import NodeState, conninfo, write_config
 from ctl.agent.taskrunner import Job
 from ctl.config import Config
 from ctl.dcs import codec, keys
 from ctl.errors import ConfigError, CtlError
+from ctl.ha.standby import REMOTE
 
 log = logging.getLogger("hactl.agent")
 
@@ -32,7 +34,8 @@ class PgTasks:
         self.clock = clock
 
     # ------------------------------------------------------------------------------------------------ start
-    def start(self, job: Job, *, standby: bool, target: str | None, timeout: float | None = None) -> bool:
+    def start(self, job: Job, *, standby: bool, target: str | None, timeout: float | None = None,
+              restarting: bool = False) -> bool:
         """Write the configuration and start PostgreSQL; a failed start is remembered for decide().
 
         A standby is started without waiting for it to reach a consistent state: that may take long (or need a
@@ -43,7 +46,7 @@ class PgTasks:
         job.state = "starting"
         job.check()
         try:
-            self.pg.start(timeout=timeout or 60, wait_ready=not standby)
+            self.pg.start(timeout=timeout or 60, wait_ready=not standby, cancelled=job.cancelled.is_set)
         except CtlError:
             node.start_failed = True
             if not standby and self.pg.is_running():  # a primary that did not come up in time: no half-primary
@@ -53,6 +56,11 @@ class PgTasks:
         node.start_failed = False
         node.upstream = target
         node.follow_since = self.clock()
+        role = "standby_leader" if target == REMOTE else ("replica" if standby else "primary")
+        if restarting:
+            node.hooks.restarted(role)
+        else:
+            node.hooks.started(role)
         return True
 
     def start_replica(self, job: Job, target: str | None) -> bool:
@@ -71,7 +79,8 @@ class PgTasks:
         standby = bool(self.node.pg_state is not None and self.node.pg_state.in_recovery)
         self.pg.stop(mode="fast", timeout=timeout)
         job.check()
-        self.start(job, standby=standby, target=self.node.upstream if standby else None, timeout=timeout)
+        self.start(job, standby=standby, target=self.node.upstream if standby else None, timeout=timeout,
+                   restarting=True)
         log.info("restarted PostgreSQL on request")
         return True
 
@@ -80,13 +89,16 @@ class PgTasks:
         """initdb, start, create users, take the leader lock, then publish the system identifier and config."""
         node, pg, cfg = self.node, self.pg, self.config
         try:
+            remote = sb.bootstrap_from_remote(self, job)  # a new standby cluster clones the remote, no initdb
             if pg.data_dir_empty():
                 pg.initdb(list(cfg.bootstrap.get("initdb") or []))
             job.check()
-            write_config(cfg, node, pg, standby=False, target=None)
+            write_config(cfg, node, pg, standby=remote, target=REMOTE if remote else None)
             pg.start()
-            pg.create_users(cfg.postgresql.superuser, cfg.postgresql.replication, cfg.postgresql.rewind)
-            self._bootstrap_users()
+            node.upstream = REMOTE if remote else None
+            if not remote:
+                pg.create_users(cfg.postgresql.superuser, cfg.postgresql.replication, cfg.postgresql.rewind)
+                self._bootstrap_users()
             sysid = pg.system_identifier() or ""
             self.dcs.ensure_lease(node.settings.ttl)
             if not self.dcs.acquire_leader(node.name):
@@ -95,6 +107,7 @@ class PgTasks:
             self.dcs.put(keys.INITIALIZE, sysid)
             self.dcs.put(keys.CONFIG, codec.dumps(st.bootstrap_dcs(cfg)), create=True)
             log.info("bootstrapped cluster %s (system identifier %s); acquired leader lock", cfg.scope, sysid)
+            node.hooks.started("standby_leader" if remote else "primary")
             return True
         except CtlError:
             try:
@@ -155,6 +168,7 @@ class PgTasks:
         """Destructive steps (rewind, re-clone) need a live source: never wipe data for a dead leader."""
         c = self.node.cluster
         m = c.member(target) if c is not None and target else None
+        m = sb.remote_member(self.config, self.node) if target == REMOTE else m
         if m is None or not m.host:
             return False
         try:
@@ -176,6 +190,9 @@ class PgTasks:
         if not self.pg.rewind(source):
             job.check()
             if not self.source_reachable(target):
+                return False
+            if target == REMOTE:  # the remote may itself be a standby (chained standby clusters): keep the data
+                log.error("pg_rewind from the standby_cluster remote failed: not re-cloning automatically")
                 return False
             log.warning("pg_rewind from %s failed: re-cloning", target)
             return self.reinitialize(job, target)

@@ -51,7 +51,7 @@ def run(config_path: str, user: str | None = None, log_file: str | None = None) 
     from ctl.agent import settings as st
     from ctl.agent.api import ApiServer
     from ctl.agent.loop import Agent
-    from ctl.dcs.etcd3 import Etcd3Dcs
+    from ctl.dcs.etcd3 import Etcd3Dcs, majority
     from ctl.pg.osuser import ensure_os_user, is_root
     from ctl.pg.postgres import Postgres
 
@@ -62,11 +62,12 @@ def run(config_path: str, user: str | None = None, log_file: str | None = None) 
         os_user = (user or "postgres")
         ensure_os_user(os_user)
     assert config.etcd is not None
-    # A failed DCS call is retried once, so one call may take 2*timeout: keep it well inside retry_timeout,
-    # the window in which a leader that cannot renew must demote.
+    # A DCS call moves on to the next endpoint when one times out, up to majority(n) timeouts (2 with 3 or 4
+    # members): keep that well inside retry_timeout, the window in which a leader that cannot renew must demote.
     retry_timeout = st.ha_settings(config, None).retry_timeout
+    timeouts = max(1, majority(len(config.etcd.hosts)) - 1)
     dcs = Etcd3Dcs(config.etcd, config.namespace, config.scope or "",
-                   timeout=max(0.5, min(2.0, retry_timeout / 3.0)))
+                   timeout=max(0.5, min(2.0, retry_timeout / 3.0 / timeouts)))
     pg = Postgres(config.postgresql, config.name or "", os_user=os_user, bin_dir=config.postgresql.bin_dir,
                   log_file=os.path.join(os.path.dirname(os.path.abspath(config.postgresql.data_dir or ".")),
                                         f"{config.name}-postgresql.log"))
@@ -105,6 +106,8 @@ def run(config_path: str, user: str | None = None, log_file: str | None = None) 
 
 def _register_operations(api, agent) -> None:
     """Unsafe endpoints: switchover/failover, restart, reload, reinitialize, config (ctl/agent/operations.py)."""
+    from ctl.agent import failsafe
     from ctl.agent.operations import register_operations
 
     register_operations(api, agent)
+    failsafe.register(api, agent)

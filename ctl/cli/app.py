@@ -144,7 +144,8 @@ def _global_options(
 # Command modules beyond the read-only views. They are imported only when a command outside the views is asked
 # for (or the command list is shown), so `hactl list` does not pay for their imports (~15 ms). A module that does
 # not exist is skipped; one that exists but fails to import is a bug and raises.
-PLUGINS = ("ctl.cli.operations", "ctl.cli.agent", "ctl.cli.demo", "ctl.cli.editconfig", "ctl.cli.completion")
+PLUGINS = ("ctl.cli.operations", "ctl.cli.agent", "ctl.cli.demo", "ctl.cli.editconfig", "ctl.cli.completion",
+           "ctl.cli.cluster_role")
 _plugins_loaded = False
 
 

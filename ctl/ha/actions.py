@@ -16,13 +16,14 @@ class Kind(StrEnum):
     RELEASE_LOCK = "release_lock"
     PROMOTE = "promote"
     DEMOTE = "demote"  # stop PostgreSQL at once: a primary that may no longer lead
-    FOLLOW = "follow"  # point primary_conninfo at `target` and reload
+    FOLLOW = "follow"  # point primary_conninfo at `target` (ha.standby.REMOTE: the standby_cluster host) and reload
     REWIND = "rewind"  # stop, pg_rewind from `target` (re-clone if that fails), start as its replica
     REINITIALIZE = "reinitialize"  # wipe the data directory and clone from `target`
     STEP_DOWN = "step_down"  # switchover: checkpoint, stop PostgreSQL cleanly, release the lock for `target`
     CLEAR_FAILOVER = "clear_failover"  # done with (or refusing) the failover key's request
     CREATE_SLOTS = "create_slots"  # leader: a physical slot for every other member
     UPDATE_STATUS = "update_status"  # leader: write /status (optime)
+    DEMOTE_CLUSTER = "demote_cluster"  # standby cluster: a primary restarts as the standby leader, keeping the lock
     WRITE_SYNC = "write_sync"  # compare-and-set the `sync` key to `target` (Patroni's JSON)
     DELETE_SYNC = "delete_sync"  # synchronous mode was switched off: compare-and-delete the `sync` key
     SET_SYNC_NAMES = "set_sync_names"  # synchronous_standby_names = `target` and reload (None: the configured one)

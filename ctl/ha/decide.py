@@ -7,7 +7,7 @@ that lags past `maximum_lag_on_failover`, is tagged nofailover, or is behind a r
 
 from __future__ import annotations
 
-from ctl.ha import sync
+from ctl.ha import failsafe, standby, sync
 from ctl.ha.actions import Action, Decision, Kind, act
 from ctl.ha.state import Observation
 from ctl.model import lsn_to_str
@@ -29,6 +29,11 @@ def demote_after(obs: Observation) -> float:
 
 def decide(obs: Observation) -> Decision:
     """Choose what the agent does in this loop iteration."""
+    decision = _decide(obs)
+    return standby.adapt(decision) if standby.active(obs) else decision
+
+
+def _decide(obs: Observation) -> Decision:
     if not obs.dcs_ok:
         return _without_dcs(obs)
     cluster = obs.cluster
@@ -65,6 +70,8 @@ def decide(obs: Observation) -> Decision:
         return _not_running(obs, leader)
 
     if obs.holds_lock:
+        if standby.active(obs):
+            return _leader_switchover(obs) if obs.failover and not obs.is_primary else standby.leader(obs)
         if obs.is_primary:
             if obs.failover is not None:
                 return _leader_switchover(obs)
@@ -89,10 +96,14 @@ def decide(obs: Observation) -> Decision:
         return _d(f"following {leader}{via}", act(Kind.FOLLOW, upstream))
     if pg.stream_stalled:
         lm = cluster.member(leader)
-        behind = lm is not None and lm.timeline is not None and pg.timeline is not None and pg.timeline < lm.timeline
+        # on another timeline than the leader: older (a failover), or newer (this cluster was promoted, then made
+        # a standby cluster again with demote-cluster): either way its WAL diverged
+        other_tl = lm is not None and lm.timeline is not None and pg.timeline is not None and pg.timeline != lm.timeline
         leader_up = lm is not None and lm.state == "running"
-        if obs.settings.use_pg_rewind and behind and leader_up:
-            return _d(f"not streaming from {leader} and on an older timeline: rewinding", act(Kind.REWIND, leader))
+        if obs.settings.use_pg_rewind and other_tl and leader_up:
+            assert lm is not None and pg.timeline is not None and lm.timeline is not None
+            which = "an older" if pg.timeline < lm.timeline else "a newer (diverged)"
+            return _d(f"not streaming from {leader} and on {which} timeline: rewinding", act(Kind.REWIND, leader))
         return _d(f"not streaming from {upstream}")
     return _d(f"following {leader}" + (f" via {upstream} (replicatefrom)" if upstream != leader else ""))
 
@@ -152,13 +163,16 @@ def _truthy_tag(value: object) -> bool:
 def _without_dcs(obs: Observation) -> Decision:
     if not obs.is_primary:
         return _d("DCS unreachable: staying a replica")
+    keep = failsafe.keeps_leading(obs)
+    if keep is not None:
+        return keep
     if obs.last_lock_renewal is None:
         return _d("demoting: DCS unreachable and this primary holds no leader lock", act(Kind.DEMOTE))
     elapsed = obs.now - obs.last_lock_renewal
     limit = demote_after(obs)
     if elapsed >= limit:
-        return _d(f"demoting: cannot renew leader lock for {elapsed:.1f}s (limit {limit:.0f}s, ttl {obs.settings.ttl}s)",
-                  act(Kind.DEMOTE))
+        return _d(f"demoting: cannot renew leader lock for {elapsed:.1f}s (limit {limit:.0f}s, ttl {obs.settings.ttl}s)"
+                  + failsafe.why_not_accepted(obs), act(Kind.DEMOTE))
     return _d(f"DCS unreachable: leader lock renewed {elapsed:.1f}s ago, demoting at {limit:.0f}s")
 
 
@@ -170,6 +184,8 @@ def _paused(obs: Observation, leader: str | None) -> Decision:
         steps, note = sync.primary_actions(obs)  # as Patroni: the leader keeps managing sync in pause
         return _d("paused: renewed leader lock" + (f"; {note}" if note else ""), act(Kind.RENEW_LOCK),
                   act(Kind.UPDATE_STATUS), *steps)
+    if obs.holds_lock and obs.pg.running and standby.active(obs):  # Patroni #2179: keeps its lock in pause
+        return _d("paused: renewed standby leader lock", act(Kind.RENEW_LOCK), act(Kind.UPDATE_STATUS))
     if obs.holds_lock and not obs.pg.running:  # Patroni: no restart in pause, and the lock goes
         return _d("paused: postgres is not running: removing the leader lock (no restart in maintenance mode)",
                   act(Kind.RELEASE_LOCK))
@@ -182,6 +198,8 @@ def _paused(obs: Observation, leader: str | None) -> Decision:
 
 def _not_running(obs: Observation, leader: str | None) -> Decision:
     pg = obs.pg
+    if obs.holds_lock and standby.active(obs):
+        return standby.not_running_leader(obs)
     if obs.holds_lock:
         if pg.start_failed:
             return _d("removing the leader lock after trying and failing to start postgres",
@@ -221,6 +239,9 @@ def _election(obs: Observation) -> Decision:
             return _d(f"no leader; {fo.member} was asked to take over: waiting for it")
     if s.nofailover:
         return _d("no leader; not eligible: tagged nofailover")
+    blocked = failsafe.election_block(obs)
+    if blocked:
+        return _d(blocked)
     problem = sync.promote_problem(obs)
     if problem:
         return _d(f"no leader; not eligible: {problem}")

@@ -78,6 +78,19 @@ class PeerView:
 
 
 @dataclass(frozen=True)
+class FailsafeView:
+    """`failsafe_mode` as this node sees it (ctl/ha/failsafe.py has the rules)."""
+
+    enabled: bool = False  # failsafe_mode in the last good dynamic config
+    members: Mapping[str, str] | None = None  # the last `failsafe` key read: {name: api_url}
+    # DCS down and this node a running primary: did every other member in `members` answer POST /failsafe with
+    # `Accepted`? None: not asked this loop
+    all_accepted: bool | None = None
+    unreachable: tuple[str, ...] = ()  # the members that did not accept
+    leader: str | None = None  # a replica: the member whose POST /failsafe arrived within the last ttl seconds
+
+
+@dataclass(frozen=True)
 class Observation:
     name: str
     now: float  # monotonic seconds
@@ -87,6 +100,7 @@ class Observation:
     last_lock_renewal: float | None = None  # monotonic time of our last successful leader renewal
     peers: Mapping[str, PeerView] = field(default_factory=dict)
     wall_time: float = 0.0  # epoch seconds, for scheduled switchovers
+    failsafe: FailsafeView = field(default_factory=FailsafeView)
     task: str | None = None  # the long task the task runner is running ("reinitialize", "restart", ...)
 
     @property

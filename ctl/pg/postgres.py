@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 from functools import cached_property
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import psycopg
 
@@ -266,11 +266,13 @@ class Postgres(SqlAccess, OfflineTools):
     def is_running(self) -> bool:
         return self._postmaster.pid is not None
 
-    def start(self, timeout: float = 60, *, wait_ready: bool = True) -> None:
+    def start(self, timeout: float = 60, *, wait_ready: bool = True,
+              cancelled: Callable[[], bool] | None = None) -> None:
         """Start the postmaster as a fenced child and wait until it accepts connections (read-write, or
         read-only for a standby that reached consistency). Any thread may call it (see FENCING). With
         `wait_ready=False` (a standby), return as soon as the server answers at all, even with "not yet accepting
-        connections": reaching consistency may take long, and the caller watches it with probe().
+        connections": reaching consistency may take long, and the caller watches it with probe(). `cancelled`
+        ends the wait early (the server is left running, the error says so).
 
         No-op when a postmaster already runs on this data directory. On timeout the server is left running
         (a standby may still be catching up) and the error says so.
@@ -288,9 +290,10 @@ class Postgres(SqlAccess, OfflineTools):
             self._prepare_socket_dir()
             offset = self._postmaster.spawn(self.bin_dir, self.os_user)
             log.info("started PostgreSQL (pid %s, port %s)", self.pid, self.port)
-            self._wait_accepting(timeout, offset, wait_ready)
+            self._wait_accepting(timeout, offset, wait_ready, cancelled)
 
-    def _wait_accepting(self, timeout: float, log_offset: int, wait_ready: bool = True) -> None:
+    def _wait_accepting(self, timeout: float, log_offset: int, wait_ready: bool = True,
+                        cancelled: Callable[[], bool] | None = None) -> None:
         deadline = time.monotonic() + timeout
         last = "no attempt"
         while True:
@@ -315,6 +318,8 @@ class Postgres(SqlAccess, OfflineTools):
                     raise PgCommandError(
                         f"PostgreSQL (pid {self.pid}) is running but refuses the superuser over the local socket: "
                         f"{last}") from None
+            if cancelled is not None and cancelled():
+                raise PgCommandError(f"stopped waiting for PostgreSQL (pid {self.pid}) to start: cancelled")
             if time.monotonic() >= deadline:
                 raise PgCommandError(
                     f"PostgreSQL (pid {self.pid}) did not accept connections within {timeout:g}s and is left "

@@ -144,6 +144,12 @@ def test_throttled_base_backup_keeps_the_member_key_and_refuses_a_second_reinit(
         assert (status, body) == (503, "reinitialize already in progress")
         status, body = post(cluster, replica, "/restart")
         assert (status, body) == (503, "reinitialize already in progress")
+        # force: the running base backup is cancelled (its pg_basebackup killed) and a new one starts
+        wait_for(lambda: progress and progress[-1]["done_bytes"] > 20 << 20, timeout=60, what="20 MB copied")
+        before = progress[-1]["done_bytes"]
+        status, body = post(cluster, replica, "/reinitialize", {"force": True})
+        assert (status, body) == (200, "reinitialize started")
+        wait_for(lambda: progress[-1]["done_bytes"] < before, timeout=30, what="a new base backup from the start")
         wait_for(lambda: cluster.member(replica).get("state") == "running"
                  and cluster.member(replica).get("replication_state") == "streaming",
                  timeout=120, interval=0.2, what="the reinitialized replica streaming")
@@ -157,6 +163,9 @@ def test_throttled_base_backup_keeps_the_member_key_and_refuses_a_second_reinit(
     assert progress and all(0 <= p["done_bytes"] <= p["total_bytes"] for p in progress)
     assert progress[-1]["total_bytes"] > 100 << 20
     assert cluster.sql(replica, "SELECT count(*) FROM ballast")[0][0] == 180000
+    data_dir = os.path.join(cluster.base, replica, "data")
+    left = subprocess.run(["pgrep", "-f", f"pg_basebackup -D {data_dir}"], capture_output=True, text=True)
+    assert left.stdout.strip() == "", "a cancelled pg_basebackup is still running"
     cluster.sql(leader, "DROP TABLE ballast")
 
 

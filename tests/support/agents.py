@@ -68,8 +68,9 @@ class AgentCluster:
 
     # ------------------------------------------------------------------------------------------ set-up
     def add_node(self, name: str, tags: dict[str, Any] | None = None, use_pg_rewind: bool = True,
-                 postgresql: dict[str, Any] | None = None) -> Node:
-        """`postgresql`: more keys of the node's local `postgresql` section (e.g. `basebackup`)."""
+                 postgresql: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Node:
+        """`postgresql`: more keys of the node's local `postgresql` section (e.g. `basebackup`); `extra` is merged
+        into the whole file (e.g. postgresql.callbacks, bootstrap.dcs keys)."""
         os.chmod(self.base, 0o755)
         node_dir = os.path.join(self.base, name)
         os.makedirs(node_dir, exist_ok=True)
@@ -114,6 +115,7 @@ class AgentCluster:
             "tags": tags or {},
         }
         cfg["postgresql"].update(postgresql or {})
+        _deep_merge(cfg, extra or {})
         path = os.path.join(self.base, f"{name}.yml")
         with open(path, "w", encoding="utf-8") as f:
             yaml.safe_dump(cfg, f)
@@ -270,6 +272,14 @@ class AgentCluster:
                 _kill_if_postgres(pid)
             node.proxy.close()
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
 
 
 @contextlib.contextmanager

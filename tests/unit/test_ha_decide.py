@@ -10,7 +10,8 @@ import pytest
 
 from ctl.ha.actions import Kind
 from ctl.ha.decide import decide, demote_after
-from ctl.ha.state import HaSettings, Observation, PeerView, PgView, Replica
+from ctl.ha.standby import REMOTE
+from ctl.ha.state import FailsafeView, HaSettings, Observation, PeerView, PgView, Replica
 from ctl.model import Cluster, DynamicConfig, Failover, Leader, Member, Status, SyncState
 
 ME = "node2"
@@ -94,6 +95,9 @@ CASES = [
     ("stalled replica on an older timeline rewinds",
      obs(replace(REPLICA, streaming=False, stream_stalled=True), cluster(leader="node1", leader_tl=2)),
      (Kind.REWIND,), "rewinding"),
+    ("stalled replica on a newer timeline than the leader (diverged) rewinds",
+     obs(replace(REPLICA, timeline=3, streaming=False, stream_stalled=True), cluster(leader="node1", leader_tl=2)),
+     (Kind.REWIND,), "diverged"),
     ("stalled replica does not rewind from a leader that is not running",
      obs(replace(REPLICA, streaming=False, stream_stalled=True),
          cluster(leader="node1", leader_tl=2, leader_state="stopped")), (Kind.NOOP,), "not streaming"),
@@ -310,3 +314,122 @@ def test_ha_package_imports_no_io_modules() -> None:
                 root = name.split(".")[0]
                 assert root not in forbidden and not any(name.startswith(f) for f in forbidden if "." in f), \
                     f"{path} imports {name}"
+
+
+# ------------------------------------------------------------------------------------------------ failsafe_mode
+
+FS_MEMBERS = {"node1": "http://127.0.0.1:8009/patroni", ME: "http://127.0.0.1:8010/patroni",
+              "node3": "http://127.0.0.1:8011/patroni"}
+
+
+def fs(**kw) -> FailsafeView:
+    return FailsafeView(enabled=kw.pop("enabled", True), members=kw.pop("members", FS_MEMBERS), **kw)
+
+
+def fs_obs(pg: PgView = PRIMARY, c: Cluster | None = None, view: FailsafeView | None = None, **kw) -> Observation:
+    return replace(obs(pg, c, **kw), failsafe=view if view is not None else fs())
+
+
+FAILSAFE_CASES = [
+    ("failsafe: every member accepted, the leader keeps running past its window",
+     fs_obs(view=fs(all_accepted=True), dcs_down=True, now=160, last_renewal=100), (Kind.NOOP,),
+     "all members are accessible"),
+    ("failsafe: one member did not accept, the leader demotes as without failsafe",
+     fs_obs(view=fs(all_accepted=False, unreachable=("node3",)), dcs_down=True, now=110.5, last_renewal=100),
+     (Kind.DEMOTE,), "node3 did not accept"),
+    ("failsafe: after keeping on, a lost member means demotion at once",
+     fs_obs(view=fs(all_accepted=False, unreachable=("node1",)), dcs_down=True, now=400, last_renewal=100),
+     (Kind.DEMOTE,), "cannot renew"),
+    ("failsafe: not listed in the failsafe key, the usual rule",
+     fs_obs(view=fs(all_accepted=True, members={"node1": "x"}), dcs_down=True, now=110.5, last_renewal=100),
+     (Kind.DEMOTE,), "cannot renew"),
+    ("failsafe off: every member reachable does not matter",
+     fs_obs(view=fs(enabled=False, all_accepted=True), dcs_down=True, now=110.5, last_renewal=100),
+     (Kind.DEMOTE,), "cannot renew"),
+    ("failsafe: a primary that never held the lock demotes",
+     fs_obs(view=fs(all_accepted=True), dcs_down=True), (Kind.DEMOTE,), "holds no leader"),
+    ("failsafe: a replica does not race while the leader POSTs /failsafe",
+     fs_obs(REPLICA, cluster(leader=None), fs(leader="node1")), (Kind.NOOP,), "node1 is the failsafe leader"),
+    ("failsafe: a node missing from the failsafe key never races",
+     fs_obs(REPLICA, cluster(leader=None), fs(members={"node1": "x", "node3": "y"})), (Kind.NOOP,),
+     "not listed in the failsafe key"),
+    ("failsafe: an empty failsafe key does not block the race",
+     fs_obs(REPLICA, cluster(leader=None), fs(members={})),
+     (Kind.ACQUIRE_LOCK, Kind.PROMOTE, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS), "healthiest"),
+]
+
+
+@pytest.mark.parametrize("observation,kinds,word", [c[1:] for c in FAILSAFE_CASES],
+                         ids=[c[0] for c in FAILSAFE_CASES])
+def test_decide_failsafe(observation: Observation, kinds: tuple[Kind, ...], word: str) -> None:
+    decision = decide(observation)
+    assert decision.kinds == kinds, decision.reason
+    assert word in decision.reason
+
+
+# ------------------------------------------------------------------------------------------------ standby cluster
+
+STANDBY_SECTION = {"host": "10.0.0.9", "port": 5432, "primary_slot_name": "dr"}
+STANDBY_LEADER = replace(REPLICA, upstream=REMOTE)
+
+
+def standby(c: Cluster, section: dict | None = None) -> Cluster:
+    data = dict(c.config.data) if c.config else {}
+    data["standby_cluster"] = section if section is not None else STANDBY_SECTION
+    return replace(c, config=DynamicConfig(data))
+
+
+STANDBY_CASES = [
+    ("standby leader with the lock streams from the remote", obs(STANDBY_LEADER, standby(cluster(leader=ME))),
+     (Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS), "the standby leader with the lock"),
+    ("lock holder of a standby cluster never promotes: it follows the remote",
+     obs(REPLICA, standby(cluster(leader=ME))),
+     (Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS, Kind.FOLLOW), "standby leader"),
+    ("a primary in a standby cluster demotes to a standby leader (demote-cluster)",
+     obs(PRIMARY, standby(cluster(leader=ME))), (Kind.RENEW_LOCK, Kind.DEMOTE_CLUSTER),
+     "cannot be a real primary"),
+    ("standby cluster: the healthiest replica takes the lock and follows the remote",
+     obs(REPLICA, standby(cluster(leader=None))),
+     (Kind.ACQUIRE_LOCK, Kind.FOLLOW, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS), "not promoting"),
+    ("standby cluster: a lagging replica still never takes the lock",
+     obs(replace(REPLICA, wal_lsn=3_000_000), standby(cluster(leader=None))), (Kind.NOOP,),
+     "maximum_lag_on_failover"),
+    ("standby cluster: replicas follow the standby leader", obs(REPLICA, standby(cluster())), (Kind.NOOP,),
+     "following node1"),
+    ("standby cluster: a stopped lock holder starts following the remote",
+     obs(replace(STOPPED, was_primary=True), standby(cluster(leader=ME))), (Kind.RENEW_LOCK, Kind.START_REPLICA),
+     "standby leader"),
+    ("standby cluster: a restore_command alone makes it a standby cluster",
+     obs(REPLICA, standby(cluster(leader=ME), {"restore_command": "cp /arch/%f %p"})),
+     (Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS, Kind.FOLLOW), "standby leader"),
+    ("a standby_cluster section without host, port or restore_command is ignored",
+     obs(REPLICA, standby(cluster(leader=ME), {"primary_slot_name": "x"})),
+     (Kind.RENEW_LOCK, Kind.PROMOTE, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS), "promoting"),
+    ("promote-cluster: the section removed, the standby leader promotes", obs(STANDBY_LEADER, cluster(leader=ME)),
+     (Kind.RENEW_LOCK, Kind.PROMOTE, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS), "promoting"),
+    ("standby cluster switchover: the standby leader steps down",
+     obs(STANDBY_LEADER, fo(standby(cluster(leader=ME)), leader=ME, member="node3"),
+         peers={"node3": peer("node3", 5_000_000)}), (Kind.STEP_DOWN,), "stepping down"),
+    ("standby cluster switchover: the candidate takes the lock and follows the remote",
+     obs(REPLICA, fo(standby(cluster(leader=None)), leader="node1", member=ME)),
+     (Kind.ACQUIRE_LOCK, Kind.FOLLOW, Kind.CLEAR_FAILOVER, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS),
+     "requested candidate"),
+    ("standby leader that cannot stream from the remote rewinds from it",
+     obs(replace(STANDBY_LEADER, streaming=False, stream_stalled=True), standby(cluster(leader=ME))),
+     (Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS, Kind.REWIND), "rewinding"),
+    ("paused standby cluster: the standby leader keeps its lock",
+     obs(STANDBY_LEADER, standby(cluster(leader=ME, pause=True))), (Kind.RENEW_LOCK, Kind.UPDATE_STATUS),
+     "standby leader"),
+]
+
+
+@pytest.mark.parametrize("observation,kinds,word", [c[1:] for c in STANDBY_CASES],
+                         ids=[c[0] for c in STANDBY_CASES])
+def test_decide_standby_cluster(observation: Observation, kinds: tuple[Kind, ...], word: str) -> None:
+    decision = decide(observation)
+    assert decision.kinds == kinds, decision.reason
+    assert word in decision.reason
+    for a in decision.actions:
+        if a.kind in (Kind.FOLLOW, Kind.START_REPLICA, Kind.REWIND) and observation.holds_lock or a.kind == Kind.FOLLOW and \
+                Kind.ACQUIRE_LOCK in decision.kinds:
+            assert a.target == REMOTE
