@@ -219,3 +219,23 @@ def test_strict_blocks_with_both_replicas_stopped_until_one_returns(cluster: Age
         cluster.start(replicas[1])
     finally:
         edit(cluster, "synchronous_mode_strict=false")
+
+
+# ----------------------------------------------------------------------------------------------- changes at run time
+
+
+def test_node_count_2_then_off_then_on_each_within_a_few_loops(cluster: AgentCluster, synced):
+    leader, _ = synced
+    replicas = sorted(set(cluster.nodes) - {leader})
+    edit(cluster, "synchronous_node_count=2")
+    try:
+        wait_for(lambda: sync_key(cluster).get("sync_standby") == ",".join(replicas), timeout=10,
+                 what="both replicas in the sync key")
+        assert sync_names(cluster, leader) == f"2 ({','.join(replicas)})"
+    finally:
+        edit(cluster, "synchronous_node_count=1")
+    edit(cluster, "synchronous_mode=false")
+    wait_for(lambda: "sync" not in cluster.dcs() and sync_names(cluster, leader) == "", timeout=5,
+             what="sync key deleted and synchronous_standby_names restored")
+    edit(cluster, "synchronous_mode=true")
+    assert agree(cluster)[0] == leader
