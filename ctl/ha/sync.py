@@ -203,6 +203,8 @@ def primary_actions(obs: Observation) -> tuple[list[Action], str]:
         if s.synchronous_mode == "quorum":  # not implemented: say so on every change, never pretend
             return acts, QUORUM_UNSUPPORTED
         return acts, "synchronous mode off: removing the sync key" if acts else ""
+    if pg.sync_names is None:  # the probe could not read it: decide nothing on a partial view
+        return [], ""
     acts = []
     sync = _sync(obs)
     voters = _voters(obs)

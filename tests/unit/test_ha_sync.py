@@ -161,6 +161,8 @@ ON_CASES = [
     ("mode off: delete the key, restore the configured value",
      obs(primary(names="node2"), cluster(sync_key=key(ME, "node2")), replace(ON, synchronous_mode="off")),
      [("delete_sync", None), ("set_sync_names", None)]),
+    ("synchronous_standby_names unknown (probe failed): nothing is changed",
+     obs(primary(names=None), cluster(sync_key=key(ME, "node2"))), []),
     ("mode off and never managed: nothing", obs(primary(managed=False), cluster(),
                                                replace(ON, synchronous_mode="off")), []),
 ]
