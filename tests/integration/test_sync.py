@@ -134,6 +134,12 @@ def test_switchover_refuses_an_async_candidate_and_goes_to_the_sync_standby(clus
     assert cluster.leader() == standby
     new_leader, new_standby, names = agree(cluster)
     assert new_leader == standby and names == new_standby
+    # real patronictl switches over to the synchronous standby of a hactl cluster
+    theirs = subprocess.run([patronictl_exe(), "-c", cluster.nodes["node1"].config_path, "switchover", "--force",
+                             "--candidate", new_standby], capture_output=True, text=True, timeout=90, env=clean_env())
+    assert theirs.returncode == 0 and f'Successfully switched over to "{new_standby}"' in theirs.stdout, \
+        theirs.stdout + theirs.stderr
+    assert agree(cluster)[0] == new_standby
 
 
 # ----------------------------------------------------------------------------------------------- crash
