@@ -127,7 +127,8 @@ def test_switchover_refuses_an_async_candidate_and_goes_to_the_sync_standby(clus
     # real patronictl against hactl agents refuses the same candidate (the agent's POST /switchover answers 412)
     theirs = subprocess.run([patronictl_exe(), "-c", cluster.nodes["node1"].config_path, "switchover", "--force",
                              "--candidate", other], capture_output=True, text=True, timeout=60, env=clean_env())
-    assert theirs.returncode != 0 or "failed" in theirs.stdout.lower(), theirs.stdout + theirs.stderr
+    assert "Switchover failed, details: 412, candidate name does not match with sync_standby" in theirs.stdout, \
+        theirs.stdout + theirs.stderr
     assert cluster.leader() == leader
     proc = hactl(cluster, "switchover", "--force")
     assert proc.returncode == 0, proc.stdout + proc.stderr
