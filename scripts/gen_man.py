@@ -251,6 +251,15 @@ $ hactl show\-config demo
 .PP
 The edit is validated (types, ranges, PostgreSQL GUCs) and written with a compare\-and\-set on the revision
 that was read; a concurrent change is reported, never overwritten.
+.SS "Before and after a change"
+.EX
+$ hactl plan switchover demo               # who would take over, and why not the others
+$ hactl check demo \-\-strict                # exit 11 on findings, 4 when etcd is out of reach
+$ hactl switchover demo \-\-candidate node2 \-\-force \-\-reason "CHG\-1234 kernel update"
+$ hactl audit demo \-n 5                     # who changed what, when and why
+$ hactl drill switchover demo \-\-force \-\-max\-gap 5   # rehearse under write load, keep a record
+$ hactl list \-\-all \-f json                  # every cluster in the namespace, one document
+.EE
 """
 
 FILES = r""".TP

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ctl import __version__
-from ctl.agent import member, scheduled
+from ctl.agent import audit, member, scheduled
 from ctl.agent import settings as st
 from ctl.agent.callbacks import hooks_for, role_of
 from ctl.agent.dynamic import DynamicConfigWatch
@@ -158,7 +158,7 @@ class Agent:
             # a member that was not there before (a new or rejoining node): the leader makes its slot at once
             known = {m.name for m in self.cluster.members} if self.cluster is not None else set()
             return not is_delete and key[len("members/"):] not in known
-        if key in ("status", "history"):
+        if key in ("status", "history") or key.startswith("hactl/"):  # hactl/audit/: nothing the loop acts on
             return False
         if key == "leader" and not is_delete and value == self.name:
             return False  # our own renewal
@@ -236,6 +236,7 @@ class Agent:
                 log.warning("DCS unreachable: %s", exc)
             cluster = None
         self.cluster = cluster
+        audit.pause_seen(self.dcs, self.name, cluster)
         if cluster is not None:
             self.dynamic.check(cluster)
             settings = st.ha_settings(self.config, self.good_config)
