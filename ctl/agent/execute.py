@@ -194,6 +194,11 @@ class Executor:
         self.node.last_lock_renewal = None
         return self.dcs.release_leader(self.node.name)
 
+    def _hand_over(self, action: Action) -> bool:
+        """Release the lock so that a replica takes over; decide() keeps this node down meanwhile."""
+        self.node.handed_over_at = self.clock()
+        return self._release_lock(action)
+
     def _promote(self, action: Action) -> bool:
         node = self.node
         log.info("promoting PostgreSQL")

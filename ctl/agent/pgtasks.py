@@ -55,6 +55,7 @@ class PgTasks:
                 self.pg.stop(mode="immediate")
             raise
         node.start_failed = False
+        node.handed_over_at = None
         node.upstream = target
         node.follow_since = self.clock()
         role = "standby_leader" if target == REMOTE else ("replica" if standby else "primary")

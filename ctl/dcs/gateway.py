@@ -24,6 +24,7 @@ from ctl.model import Cluster
 
 DEFAULT_TIMEOUT = 5.0
 MAX_TIMEOUT = 10.0
+_FIRST_TRY = 0.5  # seconds for one endpoint in the first round when others are still untried
 # API prefixes by etcd version: 3.4+ serves /v3, 3.3 /v3beta, 3.2 /v3alpha. Tried in this order on a 404.
 _API_PREFIXES = ("/v3", "/v3beta", "/v3alpha")
 # gRPC status codes that etcd returns in the gateway's JSON error body.
@@ -501,9 +502,11 @@ class EtcdGateway:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0.05:
                     break
-                # A hung endpoint must not eat the whole budget while others wait untried.
+                # A hung (e.g. SIGSTOPped) endpoint must not eat the budget while others wait untried: in the first
+                # round each endpoint but the last gets at most _FIRST_TRY (a live etcd answers in milliseconds);
+                # the second round gives whoever is left the rest of the budget.
                 left = n - i if round_ == 0 else 1
-                per_try = remaining if left <= 1 else max(remaining / left, min(1.0, remaining))
+                per_try = remaining if left <= 1 else min(remaining / left, _FIRST_TRY)
                 try:
                     body = self._call_endpoint(endpoint, path, payload, time.monotonic() + per_try)
                 except _EtcdAnswer as exc:

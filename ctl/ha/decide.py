@@ -203,7 +203,7 @@ def _not_running(obs: Observation, leader: str | None) -> Decision:
     if obs.holds_lock:
         if pg.start_failed:
             return _d("removing the leader lock after trying and failing to start postgres",
-                      act(Kind.RELEASE_LOCK))
+                      act(Kind.HAND_OVER))
         if not pg.was_primary:
             return _d("postgres is not running and cannot start as primary: releasing leader lock",
                       act(Kind.RELEASE_LOCK))
@@ -211,12 +211,16 @@ def _not_running(obs: Observation, leader: str | None) -> Decision:
         what = "postgres crashed" if pg.crashed else "postgres is not running"
         if timeout == 0 and failover_possible(obs):
             return _d(f"{what} and primary_start_timeout is 0: releasing the leader lock for a failover",
-                      act(Kind.RELEASE_LOCK))
+                      act(Kind.HAND_OVER))
         return _d(f"{what} while holding the leader lock: starting it in place as primary "
                   f"(primary_start_timeout {timeout}s)", act(Kind.RENEW_LOCK),
                   *sync.start_primary_actions(obs), act(Kind.START_PRIMARY))
     if leader is None and obs.failover is not None and obs.failover.member and obs.failover.member != obs.name:
         return _d(f"waiting for {obs.failover.member} to take over (requested switchover)")
+    grace = max(obs.settings.ttl, 2 * obs.settings.loop_wait)
+    if leader is None and pg.handed_over_at is not None and obs.now - pg.handed_over_at < grace:
+        # started read-only, this node's WAL (ahead of the replicas') would win the election it just gave up
+        return _d(f"released the leader lock for a failover: waiting up to {grace}s for a replica to take over")
     if leader is not None and leader != obs.name:
         if pg.was_primary:
             if obs.settings.use_pg_rewind:

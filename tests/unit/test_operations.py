@@ -10,6 +10,7 @@ import base64
 import json
 import socket
 import threading
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
@@ -182,7 +183,7 @@ def peers() -> Peers:
 def _serve(agent: FakeAgent, peers: Peers, **settings: Any):
     api = ApiServer(RestApiSettings(listen="127.0.0.1:0", **settings), scope="demo", name="node1", version="0.1",
                     get_status=agent.status, read_cluster=agent.read_cluster)
-    register_operations(api, agent, fetch=peers, poll_interval=0.01, poll_timeout=0.5)
+    register_operations(api, agent, fetch=peers, poll_interval=0.01, poll_timeout=0.5, lag_grace=0)
     api.start()
     return api
 
@@ -208,7 +209,7 @@ def _shared():
     agent, peers = _Current(), _Current()
     api = ApiServer(RestApiSettings(listen="127.0.0.1:0"), scope="demo", name="node1", version="0.1",
                     get_status=lambda: agent.status(), read_cluster=lambda: agent.read_cluster())
-    register_operations(api, agent, fetch=peers, poll_interval=0.01, poll_timeout=0.5)
+    register_operations(api, agent, fetch=peers, poll_interval=0.01, poll_timeout=0.5, lag_grace=0)
     api.start()
     with httpx.Client(base_url=api.url, timeout=10) as c:
         yield agent, peers, c
@@ -355,6 +356,53 @@ def test_lag_uses_our_own_position_when_we_lead(client, dcs, agent):
                                             "(maximum_lag_on_failover 1.0 MB)")
 
 
+class _CatchingUp(Peers):
+    """node2 answers `behind` for its first `times` answers, then its DCS position."""
+
+    def __init__(self, behind: int, times: int) -> None:
+        super().__init__()
+        self.behind, self.times = behind, times
+
+    def __call__(self, members: Any, *, timeout: float) -> dict[str, PeerView]:
+        views = super().__call__(members, timeout=timeout)
+        if "node2" in views and self.times > 0:
+            self.times -= 1
+            views["node2"] = PeerView("node2", reachable=True, wal_lsn=self.behind)
+        return views
+
+
+@pytest.mark.parametrize(("times", "ok"), [(2, True), (1000, False)])
+def test_wal_in_flight_is_not_lag(agent, dcs, times, ok):
+    """A candidate 16 MB behind (a WAL segment switch in flight) is asked again against the same reference."""
+    peers = _CatchingUp(84 * MB, times)
+    api = ApiServer(RestApiSettings(listen="127.0.0.1:0"), scope="demo", name="node1", version="0.1",
+                    get_status=agent.status, read_cluster=agent.read_cluster)
+    register_operations(api, agent, fetch=peers, poll_interval=0.01, poll_timeout=0.2, lag_grace=0.3)
+    api.start()
+    try:
+        t0 = time.monotonic()
+        r = httpx.post(api.url + "/switchover", json={"leader": "node1", "candidate": "node2"}, timeout=5)
+        took = time.monotonic() - t0
+    finally:
+        api.stop()
+    if ok:
+        assert dcs.value("failover") == {"leader": "node1", "member": "node2"}, r.text
+        assert len(peers.asked) == 3
+    else:
+        assert (r.status_code, r.text) == (412, "candidate node2 is not healthy: lags 16.0 MB behind "
+                                                "(maximum_lag_on_failover 1.0 MB)")
+        assert "failover" not in dcs.kv and len(peers.asked) >= 3 and 0.3 <= took < 2
+
+
+def test_reference_is_the_leaders_live_position_when_we_do_not_lead(client, dcs, agent, peers):
+    agent.name = "node3"  # the request reached a replica; node1 leads
+    peers.views["node1"] = PeerView("node1", reachable=True, wal_lsn=103 * MB, is_primary=True)
+    r = client.post("/switchover", json={"leader": "node1", "candidate": "node2"})
+    assert (r.status_code, r.text) == (412, "candidate node2 is not healthy: lags 3.0 MB behind "
+                                            "(maximum_lag_on_failover 1.0 MB)")
+    assert peers.asked == [["node1"], ["node2"]]  # the leader first, then the candidate
+
+
 def test_lag_not_checked_without_a_healthy_leader(client, dcs):
     dcs.set("members/node1", _member("primary", state="stopped"))
     dcs.set("members/node2", _member("replica", lsn=10 * MB))
@@ -469,7 +517,7 @@ def test_switchover_status_unknown(client, dcs):
 
 
 def test_default_poll_timeout_is_at_least_30_seconds(agent, peers, dcs, monkeypatch):
-    from ctl.agent import operations
+    from ctl.agent import switchover as operations
 
     api = ApiServer(RestApiSettings(listen="127.0.0.1:0"), scope="demo", name="node1", version="0.1",
                     get_status=agent.status, read_cluster=agent.read_cluster)
