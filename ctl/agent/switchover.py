@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping
 from ctl.agent.api import ApiServer, Request, Response
 from ctl.dcs import codec, keys
 from ctl.errors import CtlError
+from ctl.ha import eligibility
 from ctl.ha.state import PeerView
 from ctl.model import Cluster, Member, NodeStatus
 
@@ -63,22 +64,16 @@ def leader_is_healthy(cluster: Cluster) -> bool:
 
 
 def rejection(member: Member, peer: PeerView | None, optime: int | None, max_lag: int) -> str | None:
-    """Why `member` may not be promoted, or None. `optime`: the healthy leader's WAL position (None: skip lag)."""
-    if member.nofailover:
-        return "tagged nofailover"
-    if peer is None or not peer.reachable:
-        return "REST API not reachable"
-    if peer.nofailover:
-        return "tagged nofailover"
-    if optime is None:
-        return None
-    wal = peer.wal_lsn if peer.wal_lsn is not None else member.lsn
-    if wal is None:
-        return "WAL position unknown"
-    lag = optime - wal
-    if lag > max_lag:
-        return f"lags {lag} bytes (maximum_lag_on_failover {max_lag})"
-    return None
+    """Why `member` may not be promoted, or None: the shared candidate rules (ctl/ha/eligibility.py), every reason.
+
+    `optime`: the healthy leader's WAL position (None: no lag rule)."""
+    reachable = peer is not None and peer.reachable
+    wal = peer.wal_lsn if peer is not None and peer.wal_lsn is not None else member.lsn
+    candidate = eligibility.Candidate(
+        member.name, member, reachable, wal_lsn=wal, timeline=peer.timeline if peer is not None else None,
+        nofailover=bool(peer and peer.nofailover), failover_priority=peer.failover_priority if peer else 1)
+    problems = eligibility.problems(eligibility.Situation("failover", None, optime, max_lag), candidate)
+    return "; ".join(problems) or None
 
 
 class Switchover:

@@ -321,18 +321,18 @@ def test_no_good_candidates_lists_every_reason(client, dcs, peers):
     dcs.set("members/node3", _member("replica", lsn=95 * MB))
     r = client.post("/switchover", json={"leader": "node1"})
     assert r.status_code == 412
-    assert r.text == ("switchover is not possible: no good candidates have been found: node2: tagged nofailover; "
-                      "node3: lags 5242880 bytes (maximum_lag_on_failover 1048576)")
+    assert r.text == ("switchover is not possible: no good candidates have been found: node2: is tagged nofailover; "
+                      "node3: lags 5.0 MB behind (maximum_lag_on_failover 1.0 MB)")
     assert peers.asked == [["node2", "node3"]]
 
 
 @pytest.mark.parametrize(
     ("view", "reason"),
     [
-        (PeerView("node2", reachable=False), "REST API not reachable"),
-        (PeerView("node2", reachable=True, nofailover=True, wal_lsn=100 * MB), "tagged nofailover"),
+        (PeerView("node2", reachable=False), "does not answer on its REST API"),
+        (PeerView("node2", reachable=True, nofailover=True, wal_lsn=100 * MB), "is tagged nofailover"),
         (PeerView("node2", reachable=True, wal_lsn=90 * MB),
-         "lags 10485760 bytes (maximum_lag_on_failover 1048576)"),
+         "lags 10.0 MB behind (maximum_lag_on_failover 1.0 MB)"),
     ],
 )
 def test_named_candidate_not_healthy(client, dcs, peers, view, reason):
@@ -345,14 +345,15 @@ def test_named_candidate_not_healthy(client, dcs, peers, view, reason):
 def test_failover_priority_zero_is_nofailover(client, dcs):
     dcs.set("members/node2", _member("replica", tags={"failover_priority": 0}))
     r = client.post("/failover", json={"candidate": "node2"})
-    assert (r.status_code, r.text) == (412, "candidate node2 is not healthy: tagged nofailover")
+    assert (r.status_code, r.text) == (412, "candidate node2 is not healthy: has failover_priority 0 "
+                                            "(0 or less: never promoted)")
 
 
 def test_lag_uses_our_own_position_when_we_lead(client, dcs, agent):
     agent.node = replace(agent.node, xlog_location=103 * MB)  # /status optime (100 MB) is older
     r = client.post("/switchover", json={"leader": "node1", "candidate": "node2"})
-    assert (r.status_code, r.text) == (412, "candidate node2 is not healthy: lags 3145728 bytes "
-                                            "(maximum_lag_on_failover 1048576)")
+    assert (r.status_code, r.text) == (412, "candidate node2 is not healthy: lags 3.0 MB behind "
+                                            "(maximum_lag_on_failover 1.0 MB)")
 
 
 class _CatchingUp(Peers):
@@ -388,8 +389,8 @@ def test_wal_in_flight_is_not_lag(agent, dcs, times, ok):
         assert dcs.value("failover") == {"leader": "node1", "member": "node2"}, r.text
         assert len(peers.asked) == 3
     else:
-        assert (r.status_code, r.text) == (412, "candidate node2 is not healthy: lags 16777216 bytes "
-                                                "(maximum_lag_on_failover 1048576)")
+        assert (r.status_code, r.text) == (412, "candidate node2 is not healthy: lags 16.0 MB behind "
+                                                "(maximum_lag_on_failover 1.0 MB)")
         assert "failover" not in dcs.kv and len(peers.asked) >= 3 and 0.3 <= took < 2
 
 
@@ -397,8 +398,8 @@ def test_reference_is_the_leaders_live_position_when_we_do_not_lead(client, dcs,
     agent.name = "node3"  # the request reached a replica; node1 leads
     peers.views["node1"] = PeerView("node1", reachable=True, wal_lsn=103 * MB, is_primary=True)
     r = client.post("/switchover", json={"leader": "node1", "candidate": "node2"})
-    assert (r.status_code, r.text) == (412, "candidate node2 is not healthy: lags 3145728 bytes "
-                                            "(maximum_lag_on_failover 1048576)")
+    assert (r.status_code, r.text) == (412, "candidate node2 is not healthy: lags 3.0 MB behind "
+                                            "(maximum_lag_on_failover 1.0 MB)")
     assert peers.asked == [["node1"], ["node2"]]  # the leader first, then the candidate
 
 
@@ -834,10 +835,12 @@ def test_postgres_version_to_int():
 
 def test_rejection_order():
     m = Member("n", tags={"nofailover": True}, xlog_location=0)
-    assert rejection(m, None, 10, 1) == "tagged nofailover"
+    assert rejection(m, None, 10, 1) == ("is tagged nofailover; does not answer on its REST API; "
+                                         "lags 10 bytes behind (maximum_lag_on_failover 1 bytes)")
     m = Member("n", replay_lsn=5)
-    assert rejection(m, None, 10, 1) == "REST API not reachable"
-    assert rejection(m, PeerView("n", reachable=True), 10, 1) == "lags 5 bytes (maximum_lag_on_failover 1)"
+    assert rejection(m, None, 10, 1) == ("does not answer on its REST API; "
+                                         "lags 5 bytes behind (maximum_lag_on_failover 1 bytes)")
+    assert rejection(m, PeerView("n", reachable=True), 10, 1) == "lags 5 bytes behind (maximum_lag_on_failover 1 bytes)"
     assert rejection(m, PeerView("n", reachable=True, wal_lsn=9), 10, 1) is None
     assert rejection(m, PeerView("n", reachable=True, wal_lsn=0), None, 1) is None  # no healthy leader: no lag check
-    assert rejection(Member("n"), PeerView("n", reachable=True), 10, 1) == "WAL position unknown"
+    assert rejection(Member("n"), PeerView("n", reachable=True), 10, 1) == "reports no WAL position"
