@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ctl import __version__
-from ctl.agent import member
+from ctl.agent import audit, member, scheduled
 from ctl.agent import settings as st
 from ctl.agent.callbacks import hooks_for, role_of
 from ctl.agent.dynamic import DynamicConfigWatch
 from ctl.agent.execute import Executor
+from ctl.agent import standby as sb
 from ctl.agent.failsafe import Failsafe
 from ctl.agent.node import NodeState
 from ctl.agent.peers import fetch_peers
@@ -157,7 +158,7 @@ class Agent:
             # a member that was not there before (a new or rejoining node): the leader makes its slot at once
             known = {m.name for m in self.cluster.members} if self.cluster is not None else set()
             return not is_delete and key[len("members/"):] not in known
-        if key in ("status", "history"):
+        if key in ("status", "history") or key.startswith("hactl/"):  # hactl/audit/: nothing the loop acts on
             return False
         if key == "leader" and not is_delete and value == self.name:
             return False  # our own renewal
@@ -213,33 +214,15 @@ class Agent:
     def _run_scheduled_restart(self) -> None:
         """A restart scheduled over REST (`POST /restart {"schedule": ...}`) starts here once it is due."""
         sched = self.scheduled_restart
-        if not sched:
-            return
-        from datetime import datetime
-
-        try:
-            due = datetime.fromisoformat(str(sched["schedule"]).replace("Z", "+00:00")).timestamp()
-        except (KeyError, ValueError):
-            self.scheduled_restart = None
-            return
-        if time.time() < due:
+        verdict = scheduled.check(sched, time.time(), member.role_name(self.node, self._self()), self.node.pg_state)
+        if verdict is None:
             return
         self.scheduled_restart = None
-        s = self.node.pg_state
-        role = member.role_name(self.node, self._self())
-        want_role = sched.get("role")
-        if want_role and want_role != role and not (want_role == "primary" and role == "master"):
-            log.info("scheduled restart skipped: role is %s, not %s", role, want_role)
-            return
-        if sched.get("restart_pending") and not (s is not None and s.pending_restart):
-            log.info("scheduled restart skipped: no restart pending")
-            return
-        want = sched.get("postgres_version")
-        if want and s is not None and s.server_version and not _version_below(s.server_version, str(want)):
-            log.info("scheduled restart skipped: PostgreSQL is not older than %s", want)
+        if verdict:
+            log.info("scheduled restart skipped: %s", verdict)
             return
         log.info("restart initiated (scheduled)")
-        job, refused = self.executor.request("restart", {"timeout": sched.get("timeout")})
+        job, refused = self.executor.request("restart", {"timeout": (sched or {}).get("timeout")})
         if job is None and refused is not None:
             log.error("scheduled restart not started: %s", refused.message)
 
@@ -253,6 +236,7 @@ class Agent:
                 log.warning("DCS unreachable: %s", exc)
             cluster = None
         self.cluster = cluster
+        audit.pause_seen(self.dcs, self.name, cluster)
         if cluster is not None:
             self.dynamic.check(cluster)
             settings = st.ha_settings(self.config, self.good_config)
@@ -302,10 +286,13 @@ class Agent:
         grace = max(2 * self.settings.loop_wait, 5)
         stalled = (bool(state.running and state.in_recovery and not state.streaming and node.upstream)
                    and now - max(self._last_streaming or 0.0, node.follow_since) > grace)
+        timeline = state.timeline
+        if stalled:  # not streaming: the checkpoint timeline may lag the one the replica switched to
+            timeline = max(t for t in (timeline, sb.newest_history_timeline(self.pg.data_dir), 0) if t is not None)
         return PgView(
             running=state.running,
             in_recovery=state.in_recovery,
-            timeline=state.timeline,
+            timeline=timeline or state.timeline,
             wal_lsn=state.wal_lsn,
             streaming=state.streaming,
             stream_stalled=stalled,
@@ -315,6 +302,7 @@ class Agent:
             was_primary=was_primary,
             crashed=crashed,
             start_failed=node.start_failed,
+            handed_over_at=node.handed_over_at,
             replication=_replicas(state),
             sync_names=getattr(state, "sync_names", None) if state.running else None,
             sync_names_managed=node.sync_names is not None,
@@ -441,14 +429,3 @@ def _replicas(state: Any) -> tuple[Replica, ...]:
     return tuple(Replica(name=str(r.get("application_name") or ""), state=str(r.get("state") or ""),
                          sync_state=str(r.get("sync_state") or "async"), lsn=r.get("flush_lsn"))
                  for r in state.replication or ())
-
-
-def _version_below(server_version: int, wanted: str) -> bool:
-    """server_version_num (150018) < a dotted version ("15.19")."""
-    parts = [int(p) for p in wanted.split(".") if p.isdigit()]
-    if not parts:
-        return False
-    major = parts[0]
-    minor = parts[1] if len(parts) > 1 else 0
-    want = major * 10000 + minor if major >= 10 else major * 10000 + minor * 100 + (parts[2] if len(parts) > 2 else 0)
-    return server_version < want
