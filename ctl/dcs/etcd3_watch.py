@@ -92,7 +92,7 @@ class PrefixWatch:
 
     def _loop(self) -> None:
         last_seen: int | None = None  # revision up to which we have delivered everything
-        attempt = 0
+        tried: list[str] = []  # endpoints tried since the stream was last confirmed (that one included)
         outage_logged = False
         while not self._stop.is_set():
             try:
@@ -106,8 +106,13 @@ class PrefixWatch:
             labels = list(client.endpoints)
             first = self._conn.current_label(client)
             order = [first] + [label for label in labels if label != first] if first in labels else labels
-            endpoint = client.endpoints[order[attempt % len(order)]]
-            attempt += 1
+            untried = [label for label in order if label not in tried]
+            if not untried:  # every endpoint failed: back off a little, then start over
+                tried.clear()
+                self._stop.wait(0.3)
+                continue
+            endpoint = client.endpoints[untried[0]]
+            tried.append(untried[0])
             self._endpoint = endpoint.netloc
             done = threading.Event()
             created = threading.Event()
@@ -147,7 +152,8 @@ class PrefixWatch:
                             log.info("etcd watch on %s re-established at revision %s", endpoint.netloc,
                                      last_seen + 1)
                             outage_logged = False
-                        attempt = 0
+                        # when this stream breaks, the other endpoints come first (this one is likely down)
+                        tried[:] = [endpoint.netloc]
                     if rs.compact_revision:
                         # Events were lost: restart at the compaction point and make the consumer re-read.
                         last_seen = rs.compact_revision - 1
@@ -186,6 +192,3 @@ class PrefixWatch:
             if not outage_logged:
                 log.warning("etcd watch on %s broke (%s); re-arming", endpoint.netloc, error)
                 outage_logged = True
-            # Try the next endpoint right away, then back off a little on each full round.
-            if attempt % len(order) == 0:
-                self._stop.wait(0.3)

@@ -6,9 +6,12 @@ forked child (setgroups, setregid, setreuid) *before* it calls `preexec_fn`, and
 the uid switch. It then compares `os.getppid()` with the PID of the parent that forked it: if the parent already
 died between fork and prctl, the child exits at once instead of running unfenced.
 
-The death signal fires when the *thread* that forked the child exits, not only the process. So that a
-postmaster started from a short-lived thread (a REST request handler, a worker) is not killed when that thread
-ends, `spawn_from_keeper()` forks on one daemon thread that lives as long as the process.
+PostgreSQL tools (pg_basebackup, pg_rewind, initdb, ...) get SIGTERM as their death signal. The postmaster gets
+none (ctl.pg.postmaster): the fence process (ctl.pg.fence) stops it when the agent dies, unless the cluster is
+paused. The death signal fires when the *thread* that forked the child exits, not only the process. So that a
+fence started from a short-lived thread (a task, a REST request handler) is not stopped when that thread ends,
+`spawn_from_keeper()` forks on one daemon thread that lives as long as the process. The PID helpers live in
+ctl.pg.fence (which must run on the standard library alone) and are re-exported here.
 """
 
 from __future__ import annotations

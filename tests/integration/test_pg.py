@@ -464,13 +464,14 @@ def test_unreachable_data_dir_is_reported_with_a_hint(nodes):
 
 
 def test_start_from_a_short_lived_thread_outlives_the_thread(fenced):
-    # PR_SET_PDEATHSIG follows the forking *thread*; the keeper thread makes this safe for any caller
+    # PR_SET_PDEATHSIG (the fence's) follows the forking *thread*; the keeper thread makes this safe for any caller
     worker = threading.Thread(target=fenced.start)
     worker.start()
     worker.join()
     time.sleep(0.5)
     try:
         assert fenced.owns_process and fenced.probe().is_primary
+        assert fenced.fenced and pid_alive(fenced.fence_pid)  # the fence outlived the thread too
     finally:
         fenced.stop()
 
