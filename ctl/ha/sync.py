@@ -304,13 +304,3 @@ def race_peer(obs: Observation, name: str) -> bool:
     if obs.settings.synchronous_mode != "on" or sync is None:
         return True
     return name in sync.sync_standby
-
-
-def switchover_problem(obs: Observation, name: str) -> str | None:
-    """Why `name` may not take over from this leader because of synchronous mode, or None."""
-    if obs.settings.synchronous_mode != "on":
-        return None
-    if name not in _voters(obs):
-        listed = ", ".join(sorted(_voters(obs))) or "none"
-        return f"{name} is not a synchronous standby (synchronous_mode on; sync standbys: {listed})"
-    return None

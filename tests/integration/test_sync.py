@@ -92,6 +92,8 @@ def test_after_bootstrap_the_key_names_the_standby_postgres_waits_for(cluster: A
     other = (set(cluster.nodes) - {leader, standby}).pop()
     # each agent serves what its last loop saw (at most loop_wait old)
     wait_for(lambda: cluster.rest(standby, "/sync")[0] == 200, timeout=5, what="GET /sync 200 on the standby")
+    wait_for(lambda: {r["application_name"]: r["sync_state"] for r in cluster.rest(leader)[1]["replication"]}
+             .get(standby) == "sync", timeout=5, what="the leader's GET /patroni to show the sync standby")
     codes = {n: {p: cluster.rest(n, p)[0] for p in ("/sync", "/async", "/read-only-sync")} for n in cluster.nodes}
     assert codes[standby] == {"/sync": 200, "/async": 503, "/read-only-sync": 200}
     assert codes[other] == {"/sync": 503, "/async": 200, "/read-only-sync": 503}

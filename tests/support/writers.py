@@ -106,13 +106,11 @@ class Writers:
         return sorted(t for w in self._writers for t in w.ack_times)
 
     def gap(self, after: float) -> float | None:
-        """Seconds without any acknowledged write around `after` (a fault): last ack before -> first ack after."""
-        times = self.ack_times()
-        before = [t for t in times if t <= after]
-        later = [t for t in times if t > after]
-        if not before or not later:
+        """The longest time without any acknowledged write from 1 s before `after` (a fault) to the last ack."""
+        times = [t for t in self.ack_times() if t >= after - 1.0]
+        if len(times) < 2 or times[-1] <= after:
             return None
-        return later[0] - before[-1]
+        return max(b - a for a, b in zip(times, times[1:]))
 
 
 def missing(cluster: AgentCluster, node: str, ids: set[int]) -> set[int]:
