@@ -2,9 +2,9 @@
 
 The loop runs in the process's main thread and never waits on long work: base backups, pg_rewind, restarts and
 starts run on the task runner (ctl/agent/taskrunner.py), and while one runs every iteration still reads the DCS,
-renews the leader lock if held and keeps the member key alive with the task's state. PostgreSQL is a child of the
-agent with a parent-death signal (see ctl/pg/postmaster.py), so a killed agent takes its PostgreSQL down with it
-(fencing). REST handlers start tasks through `submit()`, which holds the cycle lock, so a task never starts in
+renews the leader lock if held and keeps the member key alive with the task's state. PostgreSQL is guarded by a
+fence process (ctl/pg/fence.py), so a killed agent takes its PostgreSQL down with it (fencing), except in pause:
+the loop disarms the fence while the cluster is paused, and a stopping agent then leaves PostgreSQL running. REST handlers start tasks through `submit()`, which holds the cycle lock, so a task never starts in
 the middle of an iteration that decided from the state before it.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ctl import __version__
-from ctl.agent import member
+from ctl.agent import audit, member, scheduled
 from ctl.agent import settings as st
 from ctl.agent.callbacks import hooks_for, role_of
 from ctl.agent.dynamic import DynamicConfigWatch
@@ -60,6 +60,7 @@ class Agent:
         self.clock = clock
         self.wake = threading.Event()
         self.stopping = threading.Event()
+        self.paused = False  # the last known config.pause: the fence is disarmed while it is true
         self.node = NodeState(self.name, settings=st.ha_settings(config, None), hooks=hooks_for(config))
         self.failsafe = Failsafe(self)  # failsafe_mode (ctl/agent/failsafe.py)
         self.runner = TaskRunner(self.wake.set, kill_children)
@@ -157,7 +158,7 @@ class Agent:
             # a member that was not there before (a new or rejoining node): the leader makes its slot at once
             known = {m.name for m in self.cluster.members} if self.cluster is not None else set()
             return not is_delete and key[len("members/"):] not in known
-        if key in ("status", "history"):
+        if key in ("status", "history") or key.startswith("hactl/"):  # hactl/audit/: nothing the loop acts on
             return False
         if key == "leader" and not is_delete and value == self.name:
             return False  # our own renewal
@@ -201,6 +202,7 @@ class Agent:
                 self._last_reason = decision.reason
             self.executor.run(decision)
             self._after_actions()
+            self._fence()
             self._publish()
         # after a change (start, promote, follow, step down ...) look again soon, so that state shows up quickly
         routine = {Kind.NOOP, Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS}
@@ -212,33 +214,15 @@ class Agent:
     def _run_scheduled_restart(self) -> None:
         """A restart scheduled over REST (`POST /restart {"schedule": ...}`) starts here once it is due."""
         sched = self.scheduled_restart
-        if not sched:
-            return
-        from datetime import datetime
-
-        try:
-            due = datetime.fromisoformat(str(sched["schedule"]).replace("Z", "+00:00")).timestamp()
-        except (KeyError, ValueError):
-            self.scheduled_restart = None
-            return
-        if time.time() < due:
+        verdict = scheduled.check(sched, time.time(), member.role_name(self.node, self._self()), self.node.pg_state)
+        if verdict is None:
             return
         self.scheduled_restart = None
-        s = self.node.pg_state
-        role = member.role_name(self.node, self._self())
-        want_role = sched.get("role")
-        if want_role and want_role != role and not (want_role == "primary" and role == "master"):
-            log.info("scheduled restart skipped: role is %s, not %s", role, want_role)
-            return
-        if sched.get("restart_pending") and not (s is not None and s.pending_restart):
-            log.info("scheduled restart skipped: no restart pending")
-            return
-        want = sched.get("postgres_version")
-        if want and s is not None and s.server_version and not _version_below(s.server_version, str(want)):
-            log.info("scheduled restart skipped: PostgreSQL is not older than %s", want)
+        if verdict:
+            log.info("scheduled restart skipped: %s", verdict)
             return
         log.info("restart initiated (scheduled)")
-        job, refused = self.executor.request("restart", {"timeout": sched.get("timeout")})
+        job, refused = self.executor.request("restart", {"timeout": (sched or {}).get("timeout")})
         if job is None and refused is not None:
             log.error("scheduled restart not started: %s", refused.message)
 
@@ -252,6 +236,7 @@ class Agent:
                 log.warning("DCS unreachable: %s", exc)
             cluster = None
         self.cluster = cluster
+        audit.pause_seen(self.dcs, self.name, cluster)
         if cluster is not None:
             self.dynamic.check(cluster)
             settings = st.ha_settings(self.config, self.good_config)
@@ -317,6 +302,7 @@ class Agent:
             was_primary=was_primary,
             crashed=crashed,
             start_failed=node.start_failed,
+            handed_over_at=node.handed_over_at,
             replication=_replicas(state),
             sync_names=getattr(state, "sync_names", None) if state.running else None,
             sync_names_managed=node.sync_names is not None,
@@ -338,6 +324,17 @@ class Agent:
         c = node.cluster
         if node.last_lock_renewal is not None and c is not None and c.leader is not None and c.leader.name == self.name:
             self.failsafe.after_renewal()  # the `failsafe` key, after a renewal (Patroni's update_leader)
+
+    def _fence(self) -> None:
+        """Pause means hands off: disarm the fence (ctl/pg/fence.py) while the cluster is paused, re-arm it on
+        resume; a running postmaster without a fence (adopted at start) gets one. When etcd cannot be read the
+        last known pause state holds; before the first read the fence is armed."""
+        if self.cluster is not None:
+            self.paused = self.cluster.is_paused
+        try:
+            self.pg.set_fence(not self.paused)
+        except CtlError as exc:
+            log.error("cannot fence PostgreSQL: %s", exc)
 
     # ------------------------------------------------------------------------------------------------ publish
     def _self(self) -> member.Self:
@@ -377,6 +374,20 @@ class Agent:
         if self.runner.busy:
             log.info("shutting down: cancelling %s", self.runner.busy)
         self.runner.stop()
+        if self.cluster is not None:
+            self.paused = self.cluster.is_paused
+        if self.paused:
+            # Patroni's upgrade path (pause -> restart the agent -> resume): PostgreSQL keeps running, the leader
+            # key stays (it is renewed by the restarted agent, or expires with our lease after ttl), the fence is
+            # disarmed so that our exit does not stop PostgreSQL, and the next agent adopts it.
+            if self.on_before_release is not None:
+                self.on_before_release()
+            try:
+                self.pg.set_fence(False)
+            except CtlError as exc:
+                log.error("cannot disarm the fence: %s", exc)
+            log.info("shutting down in pause: leader key not deleted, PostgreSQL left running")
+            return
         leader = self.node.holds_lock_now()
         s = self.node.pg_state
         primary = bool(s is not None and s.running and s.in_recovery is False)
@@ -418,14 +429,3 @@ def _replicas(state: Any) -> tuple[Replica, ...]:
     return tuple(Replica(name=str(r.get("application_name") or ""), state=str(r.get("state") or ""),
                          sync_state=str(r.get("sync_state") or "async"), lsn=r.get("flush_lsn"))
                  for r in state.replication or ())
-
-
-def _version_below(server_version: int, wanted: str) -> bool:
-    """server_version_num (150018) < a dotted version ("15.19")."""
-    parts = [int(p) for p in wanted.split(".") if p.isdigit()]
-    if not parts:
-        return False
-    major = parts[0]
-    minor = parts[1] if len(parts) > 1 else 0
-    want = major * 10000 + minor if major >= 10 else major * 10000 + minor * 100 + (parts[2] if len(parts) > 2 else 0)
-    return server_version < want

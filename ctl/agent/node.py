@@ -31,6 +31,7 @@ class NodeState:
     upstream: str | None = None  # the member our primary_conninfo points at
     follow_since: float = 0.0
     start_failed: bool = False
+    handed_over_at: float | None = None  # when this node released the lock for a replica to take over
     last_switchover_result: str | None = None  # why the leader refused/cleared a switchover request
     hooks: CallbackHooks = field(default_factory=lambda: CallbackHooks(None))  # postgresql.callbacks
     sync_names: str | None = None  # synchronous_standby_names chosen by the leader (None: the configured value)

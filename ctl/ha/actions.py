@@ -14,6 +14,7 @@ class Kind(StrEnum):
     ACQUIRE_LOCK = "acquire_lock"
     RENEW_LOCK = "renew_lock"
     RELEASE_LOCK = "release_lock"
+    HAND_OVER = "hand_over"  # a crashed primary releases the lock for a replica and stays down for a while
     PROMOTE = "promote"
     DEMOTE = "demote"  # stop PostgreSQL at once: a primary that may no longer lead
     FOLLOW = "follow"  # point primary_conninfo at `target` (ha.standby.REMOTE: the standby_cluster host) and reload

@@ -55,6 +55,7 @@ class PgView:
     # the control file says it did not shut down cleanly ("in production", "in crash recovery"): it crashed
     crashed: bool = False
     start_failed: bool = False
+    handed_over_at: float | None = None  # monotonic time this node released the lock for a failover (HAND_OVER)
     replication: tuple[Replica, ...] = ()  # primary: its walsenders
     sync_names: str | None = None  # the synchronous_standby_names in effect (None: unknown)
     sync_names_managed: bool = False  # the agent has set synchronous_standby_names itself since it started
@@ -75,6 +76,7 @@ class PeerView:
     nofailover: bool = False
     failover_priority: int = 1
     replicatefrom: str | None = None  # tag: stream from this member instead of the leader (cascading)
+    timeline: int | None = None
 
 
 @dataclass(frozen=True)

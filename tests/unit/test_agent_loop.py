@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from ctl.agent.loop import Agent, _version_below
+from ctl.agent.loop import Agent
+from ctl.agent.scheduled import _version_below
 from ctl.config import build
 from ctl.model import Cluster, DynamicConfig, Member
 
@@ -69,3 +70,19 @@ def test_postgres_version_condition_of_a_scheduled_restart():
     assert not _version_below(150018, "15.18")
     assert _version_below(150018, "16")
     assert not _version_below(150018, "9.6.3")
+
+
+def test_scheduled_restart_runs_when_due_and_its_conditions_hold():
+    from types import SimpleNamespace
+
+    from ctl.agent.scheduled import check
+
+    at = {"schedule": "2026-01-01T12:00:00+00:00"}
+    pg = SimpleNamespace(pending_restart={}, server_version=150018)
+    assert check(None, 0, "replica", pg) is None
+    assert check(at, 1767268800 - 1, "replica", pg) is None  # not yet
+    assert check(at, 1767268800 + 1, "replica", pg) == ""  # run it
+    assert check({**at, "role": "primary"}, 1767268800 + 1, "replica", pg) == "role is replica, not primary"
+    assert check({**at, "restart_pending": True}, 1767268800 + 1, "replica", pg) == "no restart pending"
+    assert check({**at, "postgres_version": "15.10"}, 1767268800 + 1, "replica", pg) == \
+        "PostgreSQL is not older than 15.10"
