@@ -46,7 +46,9 @@ def cluster(request, tmp_path_factory):
 
     AgentCluster.add_node = add_node  # cluster A's nodes only: restored once they are added
     try:
-        with running_cluster(request) as c:
+        # ttl 12, not 8: the iteration in which etcd freezes can spend ~7 s in client timeouts (lease refresh, renew,
+        # member key, read) before the failsafe round, which must end 1 s before the lease could expire
+        with running_cluster(request, ttl=12) as c:
             AgentCluster.add_node = original
             c.callback_log = out  # type: ignore[attr-defined]
             c.callback_script = script  # type: ignore[attr-defined]
