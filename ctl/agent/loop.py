@@ -119,11 +119,13 @@ class Agent:
             if not request.done.wait(timeout):
                 return TaskResult(False, f"{kind} did not start within {timeout:.0f}s")
             return request.result or TaskResult(True, "reload scheduled")
+        if params.get("force") and self.runner.busy:
+            self.runner.cancel()  # outside the cycle lock: the loop keeps renewing the lock and member key meanwhile
         if not self.cycle_lock.acquire(timeout=timeout):
             return TaskResult(False, f"{kind} did not start within {timeout:.0f}s: the HA loop is busy")
         try:
             if params.get("force") and self.runner.busy:
-                self.runner.cancel()
+                self.runner.cancel(5.0)  # what the loop started in between (a fresh clone): ends at once
             job, refused = self.executor.request(kind, params)
         finally:
             self.cycle_lock.release()

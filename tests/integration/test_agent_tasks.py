@@ -158,7 +158,7 @@ def test_throttled_base_backup_keeps_the_member_key_and_refuses_a_second_reinit(
         watcher.join(5)
     took = time.monotonic() - began
     assert took > TTL + 2, f"the base backup was not throttled ({took:.1f}s)"
-    assert not missing, f"the member key was missing {len(missing)} times"
+    assert not missing, f"the member key was missing {len(missing)} times, {took:.1f}s into the reinit"
     assert "creating replica" in states
     assert progress and all(0 <= p["done_bytes"] <= p["total_bytes"] for p in progress)
     assert progress[-1]["total_bytes"] > 100 << 20
