@@ -23,6 +23,7 @@ class ExitCode(IntEnum):
     TIMEOUT = 8  # the request was accepted but the result did not show within --timeout
     UNKNOWN = 9  # the result could not be determined
     REST_UNAVAILABLE = 10  # a member's REST API could not be reached
+    FINDINGS = 11  # `hactl check` found an error (with --strict: or a warning)
     INTERRUPTED = 130  # Ctrl-C
 
 

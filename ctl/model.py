@@ -378,6 +378,9 @@ class NodeStatus:
     cluster_optime: int | None = None  # /status optime as last seen, for ?lag=
     failsafe_mode_is_active: bool = False
     basebackup: Mapping[str, Any] | None = None  # a running base backup: {"done_bytes": n, "total_bytes": n}
+    latest_end_lsn: int | None = None  # a replica's WAL receiver: the upstream's end of WAL as last reported
+    # None: PostgreSQL was read for this answer; else seconds since the HA loop published what is shown
+    observed_age_s: float | None = None
 
 
 @dataclass(frozen=True)

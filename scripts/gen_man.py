@@ -211,6 +211,14 @@ Used by \fBquery\fR.
 .PP
 The agent reads the whole file (\fBname\fR, \fBrestapi\fR, \fBpostgresql\fR, \fBbootstrap\fR, \fBtags\fR);
 see \fIdocs/agent.md\fR in the source tree.
+.PP
+\fBsynchronous_mode\fR (dynamic configuration): \fBoff\fR (default) acknowledges a commit once it is on the
+primary, so a crash of the primary can lose the last acknowledged commits. \fBon\fR makes every commit wait for a
+synchronous standby's flush, and only that standby (listed in the \fBsync\fR key) may be promoted: no
+acknowledged commit is lost, at the cost of one standby round trip per commit; without a standby the primary falls
+back to asynchronous, unless \fBsynchronous_mode_strict\fR is true, where commits wait instead.
+A commit whose synchronous wait was cancelled (\fBstatement_timeout\fR, \fBpg_cancel_backend\fR) is reported
+with a WARNING and is not protected. \fBquorum\fR is not implemented by the agent yet.
 TLS settings come from the configuration only, never from \fBSSL_CERT_FILE\fR or \fBREQUESTS_CA_BUNDLE\fR;
 without a \fBcacert\fR the system store is used.
 Passwords never appear in output or error messages.
@@ -243,6 +251,15 @@ $ hactl show\-config demo
 .PP
 The edit is validated (types, ranges, PostgreSQL GUCs) and written with a compare\-and\-set on the revision
 that was read; a concurrent change is reported, never overwritten.
+.SS "Before and after a change"
+.EX
+$ hactl plan switchover demo               # who would take over, and why not the others
+$ hactl check demo \-\-strict                # exit 11 on findings, 4 when etcd is out of reach
+$ hactl switchover demo \-\-candidate node2 \-\-force \-\-reason "CHG\-1234 kernel update"
+$ hactl audit demo \-n 5                     # who changed what, when and why
+$ hactl drill switchover demo \-\-force \-\-max\-gap 5   # rehearse under write load, keep a record
+$ hactl list \-\-all \-f json                  # every cluster in the namespace, one document
+.EE
 """
 
 FILES = r""".TP

@@ -3,116 +3,51 @@
 Patroni's paths, JSON keys and status codes are the contract (compare /work/shared/reference/
 patroni-4.1.5-observed/rest/). The server is built from injected callables, so it runs without PostgreSQL:
 
-    ApiServer(settings, *, scope, name, version, get_status, read_cluster, get_dynamic_config=None)
+    ApiServer(settings, *, scope, name, version, get_status, read_cluster, get_dynamic_config=None,
+              observed_status=None)
     .register(method, segment, handler, *, unsafe=True, body="none")   handler(Request) -> Response
     .start() / .stop() (idempotent) / .address -> (host, port) actually bound / .url
 
-Built-in routes (GET): /patroni /cluster /history /config /metrics /liveness /readiness /failsafe; every other GET
-path, and every HEAD/OPTIONS request, is a health check (`/`, /primary, /replica?lag=&replication_state=&tag_k=v,
-/read-only, /sync, /async, /quorum, /health, ...): GET answers with the status JSON, HEAD/OPTIONS with the status
-line only. POST/PUT/PATCH/DELETE go to registered handlers only (501 otherwise, as Patroni), after `check_access`
-(allowlist -> client certificate -> Basic auth). `body="required"|"optional"` makes the framework read the JSON
-body first: a missing Content-Length gives 411, bad JSON 400 (Patroni's `_read_json_content`).
+Built-in routes (GET, ctl/agent/api_get.py): /patroni /cluster /history /config /metrics /liveness /readiness
+/failsafe; every other GET path, and every HEAD/OPTIONS request, is a health check (`/`, /primary,
+/replica?lag=&replication_state=&tag_k=v, /read-only, /sync, /async, /quorum, /health, ...): GET answers with the
+status JSON, HEAD/OPTIONS with the status line only. POST/PUT/PATCH/DELETE go to registered handlers only (501
+otherwise, as Patroni), after access control (ctl/agent/api_access.py: allowlist -> client certificate -> Basic
+auth). `body="required"|"optional"` makes the framework read the JSON body first: a missing Content-Length gives
+411, bad JSON 400 (Patroni's `_read_json_content`).
 
-The bodies and health rules are pure functions in ctl/agent/api_render.py.
-
-NodeStatus may carry these optional attributes (read with getattr, default in brackets): `latest_end_lsn` [None],
-`failsafe_mode_is_active` [False], `watchdog_failed` [False].
+`get_status` is called per request; the agent passes ctl.agent.live.LiveStatus.status (PostgreSQL read at request
+time) and the loop's own status as `observed_status` (for /liveness). Bodies and health rules are pure functions in
+ctl/agent/api_render.py.
 """
 
 from __future__ import annotations
 
-import base64
-import hmac
-import ipaddress
 import json
 import logging
 import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import parse_qs, urlsplit
 
-from ctl.agent.api_render import (
-    cluster_json,
-    health_status,
-    history_json,
-    liveness_status,
-    metrics_text,
-    readiness_status,
-    status_json,
-)
+from ctl.agent.api_access import AccessControl, build_allowlist
+from ctl.agent.api_get import GetRoutes
+from ctl.agent.api_types import BadRequest, Handler, Request, Response
 from ctl.config import RestApiSettings
 from ctl.errors import ConfigError, CtlError
 from ctl.model import Cluster, NodeStatus
 
+__all__ = ["ApiServer", "BadRequest", "Handler", "Request", "Response", "build_allowlist"]
+
 log = logging.getLogger(__name__)
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_BUILTIN_GET = ("patroni", "cluster", "history", "config", "metrics", "liveness", "readiness", "failsafe")
-_REALM = 'Basic realm="Patroni"'
 _MAX_BODY = 1 << 20  # no Patroni request body comes near 1 MiB; refuse to buffer more (413)
 _MAX_DRAIN = 16 << 20
-
-# ------------------------------------------------------------------------------------------------- request/response
-
-
-class BadRequest(Exception):
-    """Raised by `Request.json()`; the framework answers 400."""
-
-
-@dataclass
-class Request:
-    method: str
-    path: str  # without the query string
-    query: Mapping[str, list[str]]
-    headers: Any  # the request's email.message.Message: .get() is case-insensitive
-    body: bytes = b""
-    client_address: tuple[str, int] = ("", 0)
-    peer_cert: Mapping[str, Any] | None = None
-    data: Any = None  # the parsed JSON body when the route declared body="required"/"optional"
-    body_read: bool = False
-
-    def arg(self, name: str, default: str | None = None) -> str | None:
-        """The first value of a query parameter."""
-        values = self.query.get(name)
-        return values[0] if values else default
-
-    def json(self) -> Any:
-        """The body parsed as JSON.
-
-        Raises:
-            BadRequest: the body is not valid JSON.
-        """
-        if self.data is not None:
-            return self.data
-        try:
-            return json.loads(self.body.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest(str(exc)) from None
-
-
-@dataclass
-class Response:
-    status: int
-    body: bytes | str | dict | list = b""
-    content_type: str | None = None  # default: application/json for dict/list, text/html for text (as Patroni)
-    headers: Mapping[str, str] = field(default_factory=dict)
-    status_only: bool = False  # write only `HTTP/1.0 <code> <reason>` (HEAD/OPTIONS, /liveness, /readiness)
-    error: bool = False  # answer with the stdlib error page (`send_error`), as Patroni does for 411/400/502
-
-    def encode(self) -> tuple[bytes, str]:
-        if isinstance(self.body, (dict, list)):
-            return json.dumps(self.body, default=str).encode("utf-8"), self.content_type or "application/json"
-        if isinstance(self.body, str):
-            return self.body.encode("utf-8"), self.content_type or "text/html"
-        return bytes(self.body), self.content_type or "text/html"
-
-
-Handler = Callable[[Request], Response]
 
 
 @dataclass(frozen=True)
@@ -120,34 +55,6 @@ class _Route:
     handler: Handler
     unsafe: bool
     body: str  # none | optional | required
-
-
-# ------------------------------------------------------------------------------------------------- access control
-
-
-def _resolve(host: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    try:
-        infos = socket.getaddrinfo(host, 8080, 0, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    except OSError as exc:
-        log.error("cannot resolve %s: %s", host, exc)
-        return []
-    return [ipaddress.ip_network(sa[0], strict=False) for *_, sa in infos]
-
-
-def build_allowlist(entries: Iterable[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    nets = []
-    for entry in entries:
-        entry = entry.strip()
-        if not entry:
-            continue
-        if "/" in entry:
-            try:
-                nets.append(ipaddress.ip_network(entry, strict=False))
-            except ValueError as exc:
-                log.error("invalid value %r in restapi.allowlist: %s", entry, exc)
-        else:
-            nets.extend(_resolve(entry))
-    return tuple(nets)
 
 
 # ------------------------------------------------------------------------------------------------- the server
@@ -199,20 +106,20 @@ class ApiServer:
     def __init__(self, settings: RestApiSettings, *, scope: str, name: str, version: str,
                  get_status: Callable[[], NodeStatus],
                  read_cluster: Callable[[], Cluster | None],
-                 get_dynamic_config: Callable[[], Mapping[str, Any] | None] | None = None) -> None:
+                 get_dynamic_config: Callable[[], Mapping[str, Any] | None] | None = None,
+                 observed_status: Callable[[], NodeStatus] | None = None) -> None:
         self.settings = settings
         self.scope = scope
         self.name = name
         self.version = version
         self.get_status = get_status
         self.read_cluster = read_cluster
-        self.get_dynamic_config = get_dynamic_config
         self.routes: dict[tuple[str, str], _Route] = {}
-        self._allowlist = build_allowlist(settings.allowlist)
-        self._auth_key: bytes | None = None
-        if settings.username is not None and settings.password is not None:
-            self._auth_key = base64.b64encode(f"{settings.username}:{settings.password}".encode("utf-8"))
-        self._verify_client = (settings.verify_client or "").lower() or None
+        self.access = AccessControl(settings, read_cluster)
+        self.get_routes = GetRoutes(scope=scope, get_status=get_status, read_cluster=read_cluster,
+                                    get_dynamic_config=get_dynamic_config, observed_status=observed_status,
+                                    started=lambda: self._started)
+        self._verify_client = self.access.verify_client
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._started = time.time()
@@ -366,7 +273,7 @@ class ApiServer:
         route = self.routes.get((method, segment))
         if route is not None:
             if route.unsafe:
-                denied = self.check_access(request)
+                denied = self.access.check(request)
                 if denied is not None:
                     return denied
             if route.body != "none" or method in UNSAFE_METHODS:
@@ -380,11 +287,9 @@ class ApiServer:
             except CtlError as exc:
                 return Response(503, exc.message)
         if method == "GET":
-            if segment in _BUILTIN_GET:
-                return getattr(self, f"_get_{segment}")(request)
-            return self._health(request, status_only=False)
+            return self.get_routes.get(segment, request)
         if method in ("HEAD", "OPTIONS"):
-            return self._health(request, status_only=True)
+            return self.get_routes.health(request, status_only=True)
         # Patroni has no do_POST/do_PUT/...: the stdlib answers 501 (patronictl relies on it for /switchover).
         return Response(501, f"Unsupported method ({method!r})", error=True)
 
@@ -441,107 +346,6 @@ class ApiServer:
         if rh.command != "HEAD":
             rh.wfile.write(payload)
 
-    # ------------------------------------------------------------------------------------------- access
-
     def check_access(self, request: Request) -> Response | None:
         """None when the request may proceed; otherwise the 403/401 response. Allowlist, client cert, Basic auth."""
-        allowlist = self._allowlist
-        if self.settings.allowlist_include_members:
-            allowlist = allowlist + self._member_networks()
-        if self._allowlist or self.settings.allowlist_include_members:
-            try:
-                ip = ipaddress.ip_address(request.client_address[0].split("%")[0])
-            except ValueError:
-                return Response(403, "Access is denied")
-            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-                ip = ip.ipv4_mapped  # a dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d
-            if not any(ip in net for net in allowlist):
-                return Response(403, "Access is denied")
-        if self.settings.certfile and self._verify_client in ("required", "optional") and not request.peer_cert:
-            return Response(403, "client certificate required")
-        if self._auth_key is not None:
-            header = request.headers.get("Authorization")
-            if header is None:
-                return Response(401, "no auth header received", headers={"WWW-Authenticate": _REALM})
-            if not header.startswith("Basic ") or not hmac.compare_digest(self._auth_key,
-                                                                          header[6:].encode("utf-8")):
-                return Response(401, "not authenticated", headers={"WWW-Authenticate": _REALM})
-        return None
-
-    def _member_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        try:
-            cluster = self.read_cluster()
-        except CtlError as exc:
-            log.debug("allowlist_include_members: cannot read the cluster: %s", exc)
-            return ()
-        nets = []
-        for m in cluster.members if cluster else ():
-            if m.api_url:
-                host = urlsplit(m.api_url).hostname
-                if host:
-                    nets.extend(_resolve(host))
-        return tuple(nets)
-
-    # ------------------------------------------------------------------------------------------- GET handlers
-
-    def _status(self) -> NodeStatus:
-        return self.get_status()
-
-    def _health(self, request: Request, *, status_only: bool) -> Response:
-        st = self._status()
-        code = health_status(st, request.path, request.query)
-        if status_only:
-            return Response(code, status_only=True)
-        return Response(code, status_json(st))
-
-    def _get_patroni(self, request: Request) -> Response:
-        return Response(200, status_json(self._status()))
-
-    def _fresh_cluster(self) -> Cluster | None:
-        return self.read_cluster()
-
-    def _get_cluster(self, request: Request) -> Response:
-        try:
-            cluster = self._fresh_cluster()
-        except CtlError as exc:
-            return Response(503, exc.message)
-        return Response(200, cluster_json(cluster, self.scope))
-
-    def _get_history(self, request: Request) -> Response:
-        try:
-            cluster = self._fresh_cluster()
-        except CtlError as exc:
-            return Response(503, exc.message)
-        return Response(200, history_json(cluster))
-
-    def _get_config(self, request: Request) -> Response:
-        try:
-            if self.get_dynamic_config is not None:
-                data = self.get_dynamic_config()
-            else:
-                cluster = self._fresh_cluster()
-                data = cluster.config.data if cluster and cluster.config and cluster.config.mod_revision else None
-        except CtlError as exc:
-            return Response(503, exc.message)
-        if data is None:
-            return Response(502, error=True)
-        return Response(200, dict(data))
-
-    def _get_failsafe(self, request: Request) -> Response:
-        try:
-            cluster = self._fresh_cluster()
-        except CtlError:
-            cluster = None
-        enabled = bool(cluster and cluster.config and cluster.config.data.get("failsafe_mode") in (True, "true", "on"))
-        if cluster is not None and enabled and isinstance(cluster.failsafe, Mapping):
-            return Response(200, dict(cluster.failsafe))
-        return Response(502, error=True)
-
-    def _get_metrics(self, request: Request) -> Response:
-        return Response(200, metrics_text(self._status()), content_type="text/plain")
-
-    def _get_liveness(self, request: Request) -> Response:
-        return Response(liveness_status(self._status(), time.time(), self._started), status_only=True)
-
-    def _get_readiness(self, request: Request) -> Response:
-        return Response(readiness_status(self._status(), request.query), status_only=True)
+        return self.access.check(request)

@@ -102,6 +102,8 @@ def status_json(st: NodeStatus) -> dict[str, Any]:
         out["watchdog_failed"] = True
     if getattr(st, "basebackup", None):  # hactl: a running base backup's progress (reinit --wait shows it)
         out["basebackup"] = dict(st.basebackup)
+    if st.observed_age_s is not None:  # hactl: PostgreSQL did not answer; this is the HA loop's observation
+        out["observed_age_s"] = st.observed_age_s
     return out
 
 
@@ -111,8 +113,22 @@ def _standby_cluster(cluster: Cluster) -> bool:
     return isinstance(sc, Mapping) and bool(sc.get("host") or sc.get("port") or sc.get("restore_command"))
 
 
-def cluster_json(cluster: Cluster | None, scope: str) -> dict[str, Any]:
-    """The body of `GET /cluster` (Patroni's cluster_as_json plus `scope`)."""
+def _local_positions(st: NodeStatus) -> tuple[int | None, int | None, int | None] | None:
+    """(receive, replay, lsn) of our own node from its status, or None when it has none to show."""
+    if st.state not in _QUERYABLE_STATES or not st.server_version:
+        return None
+    if st.xlog_location is not None:
+        return None, None, st.xlog_location
+    known = [v for v in (st.received_location, st.replayed_location) if v is not None]
+    return st.received_location, st.replayed_location, max(known) if known else None
+
+
+def cluster_json(cluster: Cluster | None, scope: str, local: NodeStatus | None = None) -> dict[str, Any]:
+    """The body of `GET /cluster` (Patroni's cluster_as_json plus `scope`).
+
+    `local`: this node's status (read at request time); its entry shows those positions, timeline and replication
+    state instead of the member key's, plus `observed_age_s` when they are the HA loop's observation.
+    """
     if cluster is None:
         return {"members": [], "scope": scope}
     leader = cluster.leader.name if cluster.leader else None
@@ -142,9 +158,17 @@ def cluster_json(cluster: Cluster | None, scope: str) -> dict[str, Any]:
         for key in ("timeline", "pending_restart", "pending_restart_reason", "scheduled_restart", "tags"):
             if key in data:
                 item[key] = data[key]
+        mine = _local_positions(local) if local is not None and local.name == m.name else None
+        if mine is not None and local is not None:
+            if local.timeline is not None:
+                item["timeline"] = local.timeline
+            if role != "leader" and local.replication_state:
+                item["state"] = local.replication_state
         if m.name != leader:
             positions = (("receive_", m.receive_lsn), ("replay_", m.replay_lsn),
                          ("", m.xlog_location if m.xlog_location is not None else m.lsn))
+            if mine is not None:
+                positions = (("receive_", mine[0]), ("replay_", mine[1]), ("", mine[2]))
             for prefix, lsn in positions:
                 if not lsn:
                     item[f"{prefix}lsn"] = "unknown"
@@ -152,6 +176,8 @@ def cluster_json(cluster: Cluster | None, scope: str) -> dict[str, Any]:
                 else:
                     item[f"{prefix}lag"] = cluster_lsn - lsn if cluster_lsn >= lsn else 0
                     item[f"{prefix}lsn"] = lsn_to_str(lsn)
+        if mine is not None and local is not None and local.observed_age_s is not None:
+            item["observed_age_s"] = local.observed_age_s
         members.append(item)
     members.sort(key=lambda x: x["name"])
     out: dict[str, Any] = {"members": members}

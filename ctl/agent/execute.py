@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Mapping, Sequence
 
+from ctl.agent import audit
 from ctl.agent import settings as st
 from ctl.agent import standby as sb
 from ctl.agent.callbacks import role_of
@@ -57,6 +58,7 @@ class Executor:
 
     # ------------------------------------------------------------------------------------------------ run
     def run(self, decision: Decision) -> bool:
+        self.reason = decision.reason  # for the audit trail
         actions = decision.actions
         for i, action in enumerate(actions):
             if action.kind in LONG:
@@ -208,6 +210,7 @@ class Executor:
         self._adopted_retained = False
         new = self.pg.probe()
         log.info("promoted: now primary on timeline %s", new.timeline)
+        audit.record(self.dcs, node.name, "promote", getattr(self, "reason", ""), timeline=new.timeline)
         write_history(self.dcs, self.pg.data_dir, node.name, old.timeline, new.timeline)
         return True
 
@@ -238,6 +241,7 @@ class Executor:
         """Stop PostgreSQL at once; a running task (a restart, a start) is cancelled first."""
         node = self.node
         log.warning("demoting: stopping PostgreSQL immediately")
+        audit.record(self.dcs, node.name, "demote", getattr(self, "reason", ""))
         node.last_lock_renewal = None
         if self.runner.busy:
             self.runner.cancel()

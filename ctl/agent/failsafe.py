@@ -94,9 +94,15 @@ class Failsafe:
         if self.members is None or me not in self.members:
             return view
         others = {n: url for n, url in self.members.items() if n != me}
-        failed = tuple(sorted(n for n, ok in self._post_all(others).items() if not ok))
+        # Answers must arrive before anyone could act on our silence: the lease expires ttl after the last
+        # renewal, and a replica races again ttl after the last POST it accepted. One second of margin for the
+        # demotion itself. (Patroni waits 2 s per request, twice, whatever is left: #3550.)
+        base = max(self.agent.node.last_lock_renewal or 0.0, self._active_at)
+        deadline = time.monotonic() + 2 * POST_TIMEOUT if not base else base + self.agent.settings.ttl - 1.0
+        started = time.monotonic()  # replicas accepted no earlier than this: their ttl window starts here
+        failed = tuple(sorted(n for n, ok in self._post_all(others, deadline).items() if not ok))
         if not failed:
-            self._active_at = time.monotonic()
+            self._active_at = started
         else:
             self._active_at = 0.0
         return FailsafeView(enabled=True, members=self.members, all_accepted=not failed, unreachable=failed)
@@ -122,12 +128,12 @@ class Failsafe:
             return received[0]
         return None
 
-    def _post_all(self, targets: Mapping[str, str]) -> dict[str, bool]:
+    def _post_all(self, targets: Mapping[str, str], deadline: float) -> dict[str, bool]:
         if not targets:
             return {}
         body = json.dumps(self._payload()).encode("utf-8")
         with ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool:
-            results = dict(zip(targets, pool.map(lambda url: self._post(url, body), targets.values())))
+            results = dict(zip(targets, pool.map(lambda url: self._post(url, body, deadline), targets.values())))
         return results
 
     def _payload(self) -> dict[str, Any]:
@@ -135,7 +141,7 @@ class Failsafe:
         # Patroni adds `slots` (permanent slots' positions); hactl keeps no permanent slots, so it is omitted
         return {"name": a.name, "conn_url": a.conn_url, "api_url": a.api_url}
 
-    def _post(self, api_url: str, body: bytes) -> bool:
+    def _post(self, api_url: str, body: bytes, deadline: float) -> bool:
         base = api_url.rsplit("/", 1)[0] if api_url.endswith("/patroni") else api_url.rstrip("/")
         headers = {"Content-Type": "application/json"}
         rest = self.agent.config.restapi
@@ -143,9 +149,12 @@ class Failsafe:
             token = base64.b64encode(f"{rest.username}:{rest.password}".encode("utf-8")).decode("ascii")
             headers["Authorization"] = f"Basic {token}"
         for _ in range(2):  # one retry, as Patroni
+            left = deadline - time.monotonic()
+            if left <= 0.05:
+                return False
             try:
                 req = urllib.request.Request(base + "/failsafe", data=body, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=POST_TIMEOUT) as resp:  # noqa: S310 - member api_url
+                with urllib.request.urlopen(req, timeout=min(POST_TIMEOUT, left)) as resp:  # noqa: S310
                     return resp.status == 200 and resp.read().decode("utf-8", "replace") == "Accepted"
             except Exception:  # noqa: BLE001 - any failure means "not accessible"
                 continue

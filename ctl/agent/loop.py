@@ -2,9 +2,9 @@
 
 The loop runs in the process's main thread and never waits on long work: base backups, pg_rewind, restarts and
 starts run on the task runner (ctl/agent/taskrunner.py), and while one runs every iteration still reads the DCS,
-renews the leader lock if held and keeps the member key alive with the task's state. PostgreSQL is a child of the
-agent with a parent-death signal (see ctl/pg/postmaster.py), so a killed agent takes its PostgreSQL down with it
-(fencing). REST handlers start tasks through `submit()`, which holds the cycle lock, so a task never starts in
+renews the leader lock if held and keeps the member key alive with the task's state. PostgreSQL is guarded by a
+fence process (ctl/pg/fence.py), so a killed agent takes its PostgreSQL down with it (fencing), except in pause:
+the loop disarms the fence while the cluster is paused, and a stopping agent then leaves PostgreSQL running. REST handlers start tasks through `submit()`, which holds the cycle lock, so a task never starts in
 the middle of an iteration that decided from the state before it.
 """
 
@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ctl import __version__
-from ctl.agent import member, scheduled
+from ctl.agent import audit, member, scheduled
 from ctl.agent import settings as st
 from ctl.agent.callbacks import hooks_for, role_of
 from ctl.agent.dynamic import DynamicConfigWatch
 from ctl.agent.execute import Executor
+from ctl.agent import standby as sb
 from ctl.agent.failsafe import Failsafe
 from ctl.agent.node import NodeState
 from ctl.agent.peers import fetch_peers
@@ -59,6 +60,7 @@ class Agent:
         self.clock = clock
         self.wake = threading.Event()
         self.stopping = threading.Event()
+        self.paused = False  # the last known config.pause: the fence is disarmed while it is true
         self.node = NodeState(self.name, settings=st.ha_settings(config, None), hooks=hooks_for(config))
         self.failsafe = Failsafe(self)  # failsafe_mode (ctl/agent/failsafe.py)
         self.runner = TaskRunner(self.wake.set, kill_children)
@@ -158,7 +160,7 @@ class Agent:
             # a member that was not there before (a new or rejoining node): the leader makes its slot at once
             known = {m.name for m in self.cluster.members} if self.cluster is not None else set()
             return not is_delete and key[len("members/"):] not in known
-        if key in ("status", "history"):
+        if key in ("status", "history") or key.startswith("hactl/"):  # hactl/audit/: nothing the loop acts on
             return False
         if key == "leader" and not is_delete and value == self.name:
             return False  # our own renewal
@@ -202,6 +204,7 @@ class Agent:
                 self._last_reason = decision.reason
             self.executor.run(decision)
             self._after_actions()
+            self._fence()
             self._publish()
         # after a change (start, promote, follow, step down ...) look again soon, so that state shows up quickly
         routine = {Kind.NOOP, Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS}
@@ -235,6 +238,7 @@ class Agent:
                 log.warning("DCS unreachable: %s", exc)
             cluster = None
         self.cluster = cluster
+        audit.pause_seen(self.dcs, self.name, cluster)
         if cluster is not None:
             self.dynamic.check(cluster)
             settings = st.ha_settings(self.config, self.good_config)
@@ -284,10 +288,13 @@ class Agent:
         grace = max(2 * self.settings.loop_wait, 5)
         stalled = (bool(state.running and state.in_recovery and not state.streaming and node.upstream)
                    and now - max(self._last_streaming or 0.0, node.follow_since) > grace)
+        timeline = state.timeline
+        if stalled:  # not streaming: the checkpoint timeline may lag the one the replica switched to
+            timeline = max(t for t in (timeline, sb.newest_history_timeline(self.pg.data_dir), 0) if t is not None)
         return PgView(
             running=state.running,
             in_recovery=state.in_recovery,
-            timeline=state.timeline,
+            timeline=timeline or state.timeline,
             wal_lsn=state.wal_lsn,
             streaming=state.streaming,
             stream_stalled=stalled,
@@ -319,6 +326,17 @@ class Agent:
         c = node.cluster
         if node.last_lock_renewal is not None and c is not None and c.leader is not None and c.leader.name == self.name:
             self.failsafe.after_renewal()  # the `failsafe` key, after a renewal (Patroni's update_leader)
+
+    def _fence(self) -> None:
+        """Pause means hands off: disarm the fence (ctl/pg/fence.py) while the cluster is paused, re-arm it on
+        resume; a running postmaster without a fence (adopted at start) gets one. When etcd cannot be read the
+        last known pause state holds; before the first read the fence is armed."""
+        if self.cluster is not None:
+            self.paused = self.cluster.is_paused
+        try:
+            self.pg.set_fence(not self.paused)
+        except CtlError as exc:
+            log.error("cannot fence PostgreSQL: %s", exc)
 
     # ------------------------------------------------------------------------------------------------ publish
     def _self(self) -> member.Self:
@@ -358,6 +376,20 @@ class Agent:
         if self.runner.busy:
             log.info("shutting down: cancelling %s", self.runner.busy)
         self.runner.stop()
+        if self.cluster is not None:
+            self.paused = self.cluster.is_paused
+        if self.paused:
+            # Patroni's upgrade path (pause -> restart the agent -> resume): PostgreSQL keeps running, the leader
+            # key stays (it is renewed by the restarted agent, or expires with our lease after ttl), the fence is
+            # disarmed so that our exit does not stop PostgreSQL, and the next agent adopts it.
+            if self.on_before_release is not None:
+                self.on_before_release()
+            try:
+                self.pg.set_fence(False)
+            except CtlError as exc:
+                log.error("cannot disarm the fence: %s", exc)
+            log.info("shutting down in pause: leader key not deleted, PostgreSQL left running")
+            return
         leader = self.node.holds_lock_now()
         s = self.node.pg_state
         primary = bool(s is not None and s.running and s.in_recovery is False)

@@ -32,6 +32,7 @@ def parse_status(name: str, data: Mapping[str, Any]) -> PeerView:
         is_primary=data.get("role") in ("primary", "master") and data.get("state") == "running",
         nofailover=tags_nofailover(tags),
         failover_priority=tags_failover_priority(tags),
+        timeline=data["timeline"] if isinstance(data.get("timeline"), int) else None,
     )
 
 

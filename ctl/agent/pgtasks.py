@@ -10,6 +10,7 @@ import re
 import socket
 from typing import Any, Callable
 
+from ctl.agent import audit
 from ctl.agent import settings as st
 from ctl.agent import standby as sb
 from ctl.agent.node import NodeState, conninfo, write_config
@@ -188,6 +189,7 @@ class PgTasks:
             self.pg.stop(mode="fast")
         job.state = "rewinding"
         log.info("running pg_rewind from %s", target)
+        audit.record(self.dcs, self.node.name, "rewind", f"pg_rewind from {target}", source=target)
         if not self.pg.rewind(source):
             job.check()
             if not self.source_reachable(target):
@@ -206,5 +208,6 @@ class PgTasks:
         job.state = "creating replica"
         if self.pg.is_running():
             self.pg.stop(mode="immediate")
+        audit.record(self.dcs, self.node.name, "re-clone", f"re-cloning from {target}", source=target)
         self.pg.remove_data_dir()
         return self.clone(job, target) and self.start_replica(job, target)

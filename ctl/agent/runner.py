@@ -72,15 +72,17 @@ def run(config_path: str, user: str | None = None, log_file: str | None = None) 
                   log_file=os.path.join(os.path.dirname(os.path.abspath(config.postgresql.data_dir or ".")),
                                         f"{config.name}-postgresql.log"))
     agent = Agent(config, dcs, pg)
+    live = _live_status(agent, pg)
     api = ApiServer(
         config.restapi,
         scope=config.scope or "",
         name=config.name or "",
         version=__version__,
-        get_status=agent.status,
+        get_status=live.status,
         read_cluster=agent.read_cluster,
+        observed_status=agent.status,
     )
-    _register_operations(api, agent)
+    _register_operations(api, agent, live.status)
     agent.on_before_release = api.stop
 
     def on_signal(signum, frame):  # noqa: ARG001
@@ -104,10 +106,19 @@ def run(config_path: str, user: str | None = None, log_file: str | None = None) 
     return 0
 
 
-def _register_operations(api, agent) -> None:
+def _register_operations(api, agent, status) -> None:
     """Unsafe endpoints: switchover/failover, restart, reload, reinitialize, config (ctl/agent/operations.py)."""
     from ctl.agent import failsafe
     from ctl.agent.operations import register_operations
 
-    register_operations(api, agent)
+    register_operations(api, agent, status=status)
     failsafe.register(api, agent)
+
+
+def _live_status(agent, pg):
+    """The REST API's status: PostgreSQL read at request time on a connection of its own (ctl/agent/live.py)."""
+    from ctl.agent.live import LIVE_TIMEOUT, LiveStatus
+    from ctl.pg.live import LiveReader
+
+    reader = LiveReader(lambda: pg.conninfo(connect_timeout=2), statement_timeout=LIVE_TIMEOUT)
+    return LiveStatus(agent.status, reader.read)

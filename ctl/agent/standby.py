@@ -133,3 +133,18 @@ def demote_cluster(tasks: "PgTasks", job: "Job") -> bool:
     tasks.start(job, standby=True, target=REMOTE)
     log.info("now the standby leader, following the standby_cluster remote")
     return True
+
+
+def newest_history_timeline(data_dir: str) -> int | None:
+    """The highest timeline with a history file in pg_wal: the timeline a replica switched to, even when no
+    restartpoint has recorded it yet (pg_control_checkpoint lags), e.g. a replica that followed its leader's
+    promotion just before `demote-cluster` took that leader back to the remote's timeline."""
+    import os
+    import re
+
+    try:
+        names = os.listdir(os.path.join(data_dir, "pg_wal"))
+    except OSError:
+        return None
+    tlis = [int(m.group(1), 16) for m in (re.fullmatch(r"([0-9A-F]{8})\.history", n) for n in names) if m]
+    return max(tlis) if tlis else None

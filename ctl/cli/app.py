@@ -145,7 +145,7 @@ def _global_options(
 # for (or the command list is shown), so `hactl list` does not pay for their imports (~15 ms). A module that does
 # not exist is skipped; one that exists but fails to import is a bug and raises.
 PLUGINS = ("ctl.cli.operations", "ctl.cli.agent", "ctl.cli.demo", "ctl.cli.editconfig", "ctl.cli.completion",
-           "ctl.cli.cluster_role")
+           "ctl.cli.cluster_role", "ctl.cli.tools", "ctl.cli.drill")
 _plugins_loaded = False
 
 

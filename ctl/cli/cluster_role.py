@@ -76,5 +76,7 @@ def cmd_promote_cluster(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("demote-cluster")(cmd_demote_cluster)
-    app.command("promote-cluster")(cmd_promote_cluster)
+    from ctl.cli.auditing import audited
+
+    app.command("demote-cluster")(audited("demote-cluster", cmd_demote_cluster))
+    app.command("promote-cluster")(audited("promote-cluster", cmd_promote_cluster))

@@ -181,4 +181,6 @@ def cmd_edit_config(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("edit-config")(cmd_edit_config)
+    from ctl.cli.auditing import audited
+
+    app.command("edit-config")(audited("edit-config", cmd_edit_config))

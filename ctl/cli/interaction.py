@@ -98,6 +98,9 @@ class Printer:
             out((title + "\n" if title else "") + render.render_list(cluster, "pretty", color=color_enabled()))
 
     def result(self, result: "OperationResult", table: bool = True) -> None:
+        from ctl.cli.auditing import note
+
+        note(f"{result.outcome}: {result.message}" if result.message else result.outcome)
         if self.fmt == "json":
             out(rops.render_result_json(result))
         elif table:

@@ -327,15 +327,15 @@ def cmd_query(
 
 def register(app: typer.Typer) -> None:
     from ctl.cli import switchover
+    from ctl.cli.auditing import audited
 
-    app.command("switchover")(switchover.cmd_switchover)
-    app.command("failover")(switchover.cmd_failover)
-    app.command("restart")(cmd_restart)
-    app.command("reload")(cmd_reload)
-    app.command("reinit")(cmd_reinit)
-    app.command("pause")(cmd_pause)
-    app.command("resume")(cmd_resume)
-    app.command("flush")(cmd_flush)
-    app.command("remove")(cmd_remove)
+    app.command("switchover")(audited("switchover", switchover.cmd_switchover))
+    app.command("failover")(audited("failover", switchover.cmd_failover))
+    app.command("restart")(audited("restart", cmd_restart))
+    app.command("reload")(audited("reload", cmd_reload))
+    app.command("reinit")(audited("reinit", cmd_reinit))
+    app.command("pause")(audited("pause", cmd_pause))
+    app.command("resume")(audited("resume", cmd_resume))
+    app.command("flush")(audited("flush", cmd_flush))
+    app.command("remove")(audited("remove", cmd_remove))
     app.command("query")(cmd_query)
-

@@ -10,6 +10,7 @@ from ctl import render_operations as rops
 from ctl.cli import interaction as ui
 from ctl.cli.context import AppState, out
 from ctl.errors import Refused, UsageError
+from ctl.model import Cluster
 
 
 def _switch(state: AppState, action: str, cluster_name: Optional[str], leader: Optional[str],
@@ -51,6 +52,8 @@ def _switch(state: AppState, action: str, cluster_name: Optional[str], leader: O
                 plan = osvc.SwitchoverPlan(plan.action, plan.scope, plan.leader, choice.name, plan.scheduled_at,
                                            chosen_because=choice.reason)
                 p.line(rops.render_candidate_choice(choice.name, choice.reason))
+            elif plan.scheduled_at is None:
+                _refuse_like_plan(state, cluster, "switchover", plan.candidate)
             if not force:
                 if plan.scheduled_at is not None:
                     ui.confirm(f"Are you sure you want to schedule switchover of cluster {plan.scope} at "
@@ -64,6 +67,7 @@ def _switch(state: AppState, action: str, cluster_name: Optional[str], leader: O
                                (cluster.leader is None or m.name != cluster.leader.name))
                 candidate = ui.prompt(f"Candidate {names}", "", "--candidate NAME") or None
             plan = osvc.plan_failover(cluster, candidate)
+            _refuse_like_plan(state, cluster, "failover", plan.candidate)
             if not force:
                 if plan.candidate and osvc.is_async_candidate(cluster, plan.candidate):
                     ui.confirm(f"Are you sure you want to failover to the asynchronous node {plan.candidate}?")
@@ -79,6 +83,17 @@ def _switch(state: AppState, action: str, cluster_name: Optional[str], leader: O
         if not refused:
             out(rops.render_timings(result))
     p.result(result, table=not refused)
+
+
+def _refuse_like_plan(state: AppState, cluster: Cluster, action: str, candidate: Optional[str]) -> None:
+    """The candidate rules the agent applies (ctl/ha/eligibility.py), checked before anything is asked or sent.
+
+    Raises:
+        Refused: with the per-member reasons `hactl plan` prints.
+    """
+    from ctl.services import plan as psvc
+
+    psvc.refuse_unless_eligible(psvc.make_plan(cluster, state.rest, action, candidate))
 
 
 def cmd_switchover(

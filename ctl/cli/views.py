@@ -66,6 +66,28 @@ def _watch(frame: Callable[[], str], interval: float, live: bool) -> None:
         return
 
 
+def _list_all(state: AppState, names: List[str], fmt: str, extended: bool, ts: bool, watch: Optional[float],
+              w: bool) -> None:
+    fmt = _fmt(fmt)
+    if names:
+        raise UsageError("--all lists every cluster in the namespace: give no cluster names with it")
+    interval = _interval(watch, w)
+    dcs, namespace = state.dcs, state.namespace
+    color = fmt == "pretty" and color_enabled()
+
+    def frame() -> str:
+        text = render.timestamp_line() if ts else ""
+        clusters = [c for c in dcs.get_all_clusters(namespace) if not c.is_empty]
+        from ctl import render_tools
+
+        return text + render_tools.render_list_all(clusters, fmt, extended, color, title=f"Namespace: {namespace}")
+
+    if interval is None:
+        out(frame())
+    else:
+        _watch(frame, interval, live=color_enabled() and is_terminal() and fmt == "pretty")
+
+
 def _list_like(state: AppState, names: List[str], fmt: str, extended: bool, ts: bool,
                watch: Optional[float], w: bool, topology: bool) -> None:
     fmt = _fmt(fmt)
@@ -96,8 +118,13 @@ def cmd_list(
     w: Annotated[bool, typer.Option("-W", help="Refresh every 2 seconds until Ctrl-C")] = False,
     watch: Annotated[Optional[float], typer.Option("--watch", "-w", help="Refresh every SEC seconds",
                                                    metavar="SEC")] = None,
+    all_clusters: Annotated[bool, typer.Option("--all", "-a", help="Every cluster in the namespace, in one "
+                                                                   "table or document (one etcd read)")] = False,
 ) -> None:
     """List the members of clusters (default: the configured scope)."""
+    if all_clusters:
+        _list_all(ctx.obj, cluster_names or [], fmt, extended, ts, watch, w)
+        return
     _list_like(ctx.obj, cluster_names or [], fmt, extended, ts, watch, w, topology=False)
 
 

@@ -94,6 +94,7 @@ class EtcdConnection:
         self._preferred = 0  # index of the endpoint that answered last: the next client starts there
         self._retired: list[tuple[Any, float]] = []
         self._unreachable_logged = False
+        self._announced = False  # "talking to <endpoint>" logged once, then on every change
         self._closed = False
         self.on_endpoint_failed: Callable[[str], None] | None = None  # the watch re-arms when its endpoint fails
         self.rebuilds = 0  # how often an expired auth token made us rebuild the client (for tests/diagnostics)
@@ -273,7 +274,11 @@ class EtcdConnection:
         return None
 
     def _answered(self, label: str) -> None:
-        self._preferred = self._labels.index(label) if label in self._labels else 0
+        index = self._labels.index(label) if label in self._labels else 0
+        if index != self._preferred or not self._announced:
+            self._announced = True
+            log.info("etcd: talking to %s", label)
+        self._preferred = index
         self._note_unreachable(False, "")
 
     def _endpoint_failed(self, label: str) -> None:

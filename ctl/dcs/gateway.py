@@ -24,6 +24,7 @@ from ctl.model import Cluster
 
 DEFAULT_TIMEOUT = 5.0
 MAX_TIMEOUT = 10.0
+_FIRST_TRY = 0.5  # seconds for one endpoint in the first round when others are still untried
 # API prefixes by etcd version: 3.4+ serves /v3, 3.3 /v3beta, 3.2 /v3alpha. Tried in this order on a 404.
 _API_PREFIXES = ("/v3", "/v3beta", "/v3alpha")
 # gRPC status codes that etcd returns in the gateway's JSON error body.
@@ -267,6 +268,75 @@ class EtcdGateway:
         kvs, revision = self.get_prefix(prefix)
         return parse_cluster(scope, prefix, kvs, revision)
 
+    def get_all_clusters(self, namespace: str) -> list[Cluster]:
+        """Every cluster under the namespace, from ONE range read (`list --all`), sorted by scope.
+
+        Raises:
+            DcsUnavailable, DcsError: see get_prefix.
+        """
+        ns = keys.namespace_prefix(namespace)
+        kvs, revision = self.get_prefix(ns)
+        by_scope: dict[str, list[KeyValue]] = {}
+        for kv in kvs:
+            rest = kv.key[len(ns):]
+            if "/" in rest:
+                by_scope.setdefault(rest.split("/", 1)[0], []).append(kv)
+        return [parse_cluster(scope, keys.cluster_prefix(namespace, scope), group, revision)
+                for scope, group in sorted(by_scope.items())]
+
+    def count_prefix(self, prefix: str) -> int:
+        """How many keys are under `prefix` (nothing but the count is transferred).
+
+        Raises:
+            DcsUnavailable, DcsError: see get_prefix.
+        """
+        raw = prefix.encode("utf-8")
+        body = self._call("/kv/range", {"key": b64(raw), "range_end": b64(keys.prefix_range_end(raw)),
+                                        "count_only": True})
+        return int(body.get("count", 0))
+
+    def first_keys(self, prefix: str, limit: int) -> list[str]:
+        """The first `limit` key names under `prefix` in key order (keys only).
+
+        Raises:
+            DcsUnavailable, DcsError: see get_prefix.
+        """
+        raw = prefix.encode("utf-8")
+        body = self._call("/kv/range", {"key": b64(raw), "range_end": b64(keys.prefix_range_end(raw)),
+                                        "keys_only": True, "limit": int(limit)})
+        return [unb64(kv.get("key")) for kv in body.get("kvs") or ()]
+
+    def delete_range(self, start: str, end: str) -> int:
+        """Delete the keys in [start, end); returns how many were deleted.
+
+        Raises:
+            DcsUnavailable, DcsError: see get_prefix.
+        """
+        body = self._call("/kv/deleterange", {"key": b64(start), "range_end": b64(end)})
+        return int(body.get("deleted", 0))
+
+    def etcd_members(self) -> list[dict[str, Any]]:
+        """etcd's own member list: [{"name", "clientURLs", "peerURLs"}].
+
+        Raises:
+            DcsUnavailable, DcsError: see get_prefix.
+        """
+        body = self._call("/cluster/member/list", {})
+        return [m for m in body.get("members") or () if isinstance(m, dict)]
+
+    def endpoint_health(self, url: str, timeout: float = 2.0) -> tuple[bool, str | None]:
+        """GET <url>/health on one etcd member: (healthy, why not)."""
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout,
+                                        context=self._ssl_context if url.startswith("https") else None) as resp:
+                data = json.loads(resp.read().decode("utf-8") or "{}")
+        except Exception as exc:  # noqa: BLE001 - any failure is an unhealthy answer, said in words
+            return False, _describe_transport(exc) if isinstance(exc, OSError) else str(exc)
+        healthy = str(data.get("health")).lower() == "true"
+        return healthy, None if healthy else str(data.get("reason") or data)
+
     def list_clusters(self, namespace: str) -> list[str]:
         """Names of the clusters that have keys under the namespace (keys only; values are not transferred).
 
@@ -432,9 +502,11 @@ class EtcdGateway:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0.05:
                     break
-                # A hung endpoint must not eat the whole budget while others wait untried.
+                # A hung (e.g. SIGSTOPped) endpoint must not eat the budget while others wait untried: in the first
+                # round each endpoint but the last gets at most _FIRST_TRY (a live etcd answers in milliseconds);
+                # the second round gives whoever is left the rest of the budget.
                 left = n - i if round_ == 0 else 1
-                per_try = remaining if left <= 1 else max(remaining / left, min(1.0, remaining))
+                per_try = remaining if left <= 1 else min(remaining / left, _FIRST_TRY)
                 try:
                     body = self._call_endpoint(endpoint, path, payload, time.monotonic() + per_try)
                 except _EtcdAnswer as exc:

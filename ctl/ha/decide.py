@@ -7,7 +7,7 @@ that lags past `maximum_lag_on_failover`, is tagged nofailover, or is behind a r
 
 from __future__ import annotations
 
-from ctl.ha import failsafe, standby, sync
+from ctl.ha import eligibility, failsafe, standby, sync
 from ctl.ha.actions import Action, Decision, Kind, act
 from ctl.ha.state import Observation
 from ctl.model import lsn_to_str
@@ -288,33 +288,28 @@ def _parse_time(text: str) -> float | None:
     return ts.timestamp()
 
 
-def _fmt_bytes(n: int) -> str:
-    return f"{n / 1048576:.1f} MB" if n >= 1048576 else f"{n} bytes"
-
-
 def candidate_problem(obs: Observation, name: str) -> str | None:
-    """Why `name` cannot take over from this (healthy) leader now, or None when it can."""
+    """Why `name` cannot take over from this (healthy) leader now, or None when it can (ctl/ha/eligibility.py)."""
     assert obs.cluster is not None
-    member = obs.cluster.member(name)
-    if member is None:
-        return f"{name} is not a member of the cluster"
-    if member.nofailover:
-        return f"{name} is tagged nofailover"
-    peer = obs.peers.get(name)
+    problems = eligibility.problems(_situation(obs), _candidate(obs, name))
+    return f"{name} {'; '.join(problems)}" if problems else None
+
+
+def _situation(obs: Observation) -> eligibility.Situation:
+    c = obs.cluster
+    assert c is not None
+    action = "switchover" if obs.failover is None or obs.failover.leader else "failover"
+    return eligibility.Situation(action, obs.name, obs.pg.wal_lsn or 0, obs.settings.maximum_lag_on_failover,
+                                 obs.pg.timeline, obs.settings.synchronous_mode,
+                                 frozenset(c.sync.sync_standby) if c.sync and c.sync.leader == obs.name else frozenset())
+
+
+def _candidate(obs: Observation, name: str) -> eligibility.Candidate:
+    member, peer = obs.cluster.member(name) if obs.cluster else None, obs.peers.get(name)
     if peer is None or not peer.reachable:
-        return f"{name} does not answer on its REST API"
-    if peer.nofailover:
-        return f"{name} is tagged nofailover"
-    if peer.wal_lsn is None:
-        return f"{name} reports no WAL position"
-    problem = sync.switchover_problem(obs, name)
-    if problem:
-        return problem
-    lag = (obs.pg.wal_lsn or 0) - peer.wal_lsn
-    if lag > obs.settings.maximum_lag_on_failover:
-        return (f"{name} lags {_fmt_bytes(lag)} behind (maximum_lag_on_failover "
-                f"{_fmt_bytes(obs.settings.maximum_lag_on_failover)})")
-    return None
+        return eligibility.Candidate(name, member, reachable=False)
+    return eligibility.Candidate(name, member, True, wal_lsn=peer.wal_lsn, timeline=peer.timeline,
+                                 nofailover=peer.nofailover, failover_priority=peer.failover_priority)
 
 
 def _refuse(why: str, *keep: Action) -> Decision:
@@ -349,8 +344,7 @@ def _leader_switchover(obs: Observation) -> Decision:
         if problem:
             problems.append(problem)
         else:
-            p = obs.peers[m.name]
-            good.append((-(p.wal_lsn or 0), -p.failover_priority, m.name))
+            good.append(eligibility.rank_key(_candidate(obs, m.name)))
     if not good:
         why = "; ".join(problems) if problems else "the cluster has no other members"
         return _refuse(f"no good candidates ({why})", *keep)

@@ -76,6 +76,7 @@ class PeerView:
     nofailover: bool = False
     failover_priority: int = 1
     replicatefrom: str | None = None  # tag: stream from this member instead of the leader (cascading)
+    timeline: int | None = None
 
 
 @dataclass(frozen=True)

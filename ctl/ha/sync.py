@@ -34,6 +34,8 @@ from ctl.model import SyncState
 PLACEHOLDER = "__patroni_strict_sync_replica_placeholder__"
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z_0-9$]*$")
 _RANK = {"sync": 3, "quorum": 3, "potential": 2}
+QUORUM_UNSUPPORTED = ("synchronous_mode quorum is not implemented by hactl agents yet: replicating asynchronously "
+                      "(set synchronous_mode: on for zero acknowledged loss)")
 
 
 # ------------------------------------------------------------------------------------ formats (Patroni's strings)
@@ -185,19 +187,24 @@ def _ready(obs: Observation, row: Replica, voters: frozenset[str]) -> bool:
 
 
 def primary_actions(obs: Observation) -> tuple[list[Action], str]:
-    """The leader's sync steps for this loop (after the lock is renewed), and a note for the log ('' if steady)."""
+    """The leader's sync steps for this loop (after the lock is renewed), and a note for the log ('' if steady).
+
+    `quorum` is not implemented yet: the leader runs as with synchronous mode off and says so in its log.
+    """
     s, pg, me = obs.settings, obs.pg, obs.name
     cluster = obs.cluster
     assert cluster is not None
-    if s.synchronous_mode == "off":
+    if s.synchronous_mode in ("off", "quorum"):
         acts: list[Action] = []
         if cluster.sync is not None:
             acts.append(act(Kind.DELETE_SYNC))
         if pg.sync_names_managed:
             acts.append(_set_names(None))
+        if s.synchronous_mode == "quorum":  # not implemented: say so on every change, never pretend
+            return acts, QUORUM_UNSUPPORTED
         return acts, "synchronous mode off: removing the sync key" if acts else ""
-    if s.synchronous_mode == "quorum":
-        return _quorum_actions(obs)
+    if pg.sync_names is None:  # the probe could not read it: decide nothing on a partial view
+        return [], ""
     acts = []
     sync = _sync(obs)
     voters = _voters(obs)
@@ -246,16 +253,13 @@ def _join(a: str, b: str) -> str:
 def prepromote_actions(obs: Observation) -> list[Action]:
     """Before `pg_ctl promote`: the key names this node as leader, PostgreSQL waits for whom it must.
 
-    Mode on: the key keeps (strict) the other members it listed, which hold every acknowledged commit, or none;
-    synchronous_standby_names waits for those, or the placeholder (strict), or nobody. Quorum: `ANY N (S)` that
-    keeps the promise the key made (the key is rewritten after the promotion).
+    The key keeps (strict) the other members it listed, which hold every acknowledged commit, or none;
+    synchronous_standby_names waits for those, or the placeholder (strict), or nobody.
     """
     s, me = obs.settings, obs.name
-    if s.synchronous_mode == "off":
+    if s.synchronous_mode != "on":
         return []
     sync = _sync(obs)
-    if s.synchronous_mode == "quorum":
-        return _quorum_prepromote(obs)
     keep = frozenset(sync.sync_standby) - {me} if (s.synchronous_mode_strict and sync is not None) else frozenset()
     return [_write(me, keep), _set_names(standby_names(keep) if keep else (PLACEHOLDER if s.synchronous_mode_strict
                                                                           else ""))]
@@ -268,15 +272,9 @@ def start_primary_actions(obs: Observation) -> list[Action]:
     acknowledged by this node alone while the key still lets another member be promoted.)
     """
     s = obs.settings
-    if s.synchronous_mode == "off":
+    if s.synchronous_mode != "on":
         return []
     voters = _voters(obs)
-    if s.synchronous_mode == "quorum":
-        sync = _sync(obs)
-        q = sync.quorum or 0 if sync is not None else 0
-        if voters:
-            return [_set_names(standby_names(voters, max(1, len(voters) - q), quorum=True))]
-        return [_set_names(standby_names([PLACEHOLDER], 1, quorum=True) if s.synchronous_mode_strict else "")]
     if voters:
         return [_set_names(standby_names(voters))]
     return [_set_names(PLACEHOLDER if s.synchronous_mode_strict else "")]
@@ -316,14 +314,3 @@ def switchover_problem(obs: Observation, name: str) -> str | None:
         listed = ", ".join(sorted(_voters(obs))) or "none"
         return f"{name} is not a synchronous standby (synchronous_mode on; sync standbys: {listed})"
     return None
-
-
-# ------------------------------------------------------------------------------------ quorum (not yet)
-
-
-def _quorum_actions(obs: Observation) -> tuple[list[Action], str]:
-    return [], "synchronous_mode quorum is not supported by this agent yet: replicating asynchronously"
-
-
-def _quorum_prepromote(obs: Observation) -> list[Action]:
-    return []

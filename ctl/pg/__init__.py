@@ -1,7 +1,8 @@
 """ctl.pg: all PostgreSQL process control and probing for the agent.
 
 Modules: postgres (the Postgres facade the agent uses), postmaster (the fenced postmaster process; its docstring
-describes the fencing design), process (spawning as the OS user with a parent-death signal, PIDs), datadir
+describes the fencing design), fence (the process that stops the postmaster when the agent dies, unless disarmed
+in pause; PIDs), process (spawning as the OS user with a parent-death signal), datadir
 (initdb, pg_basebackup, pg_rewind, pg_controldata, files), admin (roles, slots), conf (pure rendering of config
 files; listen, initdb option and slot name parsing), probe (PgState and its SQL), osuser (the unprivileged OS
 user), binaries (finding bin_dir).

@@ -11,12 +11,10 @@ After `basebackup()` and `rewind()` the data directory holds files copied from t
 `write_config()` before `start()` (rewind restores our config files and leaves `standby.signal` in place, so a
 rewound node can only come up as a standby; it still needs a primary_conninfo to stream).
 
-FENCING (details in ctl.pg.postmaster): `start()` runs the postmaster as a direct child of the agent, with
-privileges dropped to the OS user and then `prctl(PR_SET_PDEATHSIG, SIGQUIT)`, so the postmaster shuts down
-immediately when the agent dies, even by kill -9. PR_SET_PDEATHSIG is tied to the *thread* that forked the
-child, so the fork always runs on one long-lived daemon thread: `start()`/`restart()` may be called from any
-thread. A postmaster found running that we did not start is adopted (probe/stop/reload/promote work,
-`owns_process` is False, it is not fenced).
+FENCING (details in ctl.pg.postmaster and ctl.pg.fence): `start()` runs the postmaster as a child of the agent,
+guarded by a fence process that shuts it down immediately (SIGQUIT) when the agent dies, even by kill -9, unless
+the agent disarmed it with `set_fence(False)` (pause). A postmaster found running that we did not start is
+adopted (probe/stop/reload/promote work, `owns_process` is False) and gets a fence on the next `set_fence()`.
 
 Local connections go over the unix socket in `socket_dir` as the superuser (pg_hba gets a managed first line for
 that, see ctl.pg.conf). Running as root: see ctl.pg.osuser. Secrets: passwords never appear in argv or in
@@ -260,8 +258,27 @@ class Postgres(SqlAccess, OfflineTools):
 
     @property
     def owns_process(self) -> bool:
-        """True when the running postmaster is our child, i.e. fenced by the parent-death signal."""
+        """True when the running postmaster is our child (not adopted)."""
         return self._postmaster.owns_process
+
+    @property
+    def fenced(self) -> bool:
+        """True when a fence guards the running postmaster (see set_fence)."""
+        return self._postmaster.fenced
+
+    @property
+    def fence_pid(self) -> int | None:
+        """The fence process's PID, if one runs."""
+        return self._postmaster.fence_pid
+
+    def set_fence(self, armed: bool) -> None:
+        """Arm (False: disarm, in pause) the fence that stops PostgreSQL when the agent dies, and give a running
+        postmaster that has none (adopted) a fence. Cheap when nothing changes: call it every loop.
+
+        Raises:
+            PgCommandError: a fence could not be started.
+        """
+        self._postmaster.set_fence(armed)
 
     def is_running(self) -> bool:
         return self._postmaster.pid is not None

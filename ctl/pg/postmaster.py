@@ -1,28 +1,26 @@
 """The postmaster process of one data directory, and how it is fenced to the agent.
 
 FENCING. If the agent dies (kill -9) while its PostgreSQL is a primary, that primary must stop accepting writes,
-or a promoted replica would give two writable primaries. hactl therefore does not daemonize PostgreSQL with
-`pg_ctl start`: the postmaster (`postgres -D <data_dir>`) runs as a *direct child* of the agent. In the forked
-child, CPython first drops privileges to the OS user (setgroups/setregid/setreuid from Popen's
-user/group/extra_groups), then our preexec_fn sets `prctl(PR_SET_PDEATHSIG, SIGQUIT)` (after setuid, because a
-credential change clears the death signal) and exits if `getppid()` shows the agent already died (ctl.pg.process).
-When the agent dies for any reason the kernel sends SIGQUIT to the postmaster: an immediate shutdown that ends
-every backend at once, so no further writes are acknowledged (tests/integration/test_pg.py: gone within ~2 s,
-open sessions included).
-  * PR_SET_PDEATHSIG fires when the *thread* that forked the postmaster exits, not only the process. The fork
-    therefore always happens on one daemon "keeper" thread that lives as long as the agent process
-    (ctl.pg.process.spawn_from_keeper), so start() may be called from any thread, a REST handler included.
+or a promoted replica would give two writable primaries. Unless the cluster is paused: then the agent must keep
+its hands off, and an agent restart (an upgrade) must leave PostgreSQL running (Patroni's upgrade path).
+
+So the postmaster (`postgres -D <data_dir>`, not `pg_ctl start`) runs as the agent's child, in its own session,
+*without* a parent-death signal, and a fence process (ctl.pg.fence) watches the agent for it: it holds the read
+end of a pipe whose write end only the agent holds, reads EOF the moment the agent dies in any way, and then, if
+armed, sends the postmaster SIGQUIT (immediate shutdown: every backend ends at once; measured in
+tests/integration/test_pg.py). The agent disarms the fence in pause and re-arms it on resume (`set_fence`).
+  * The fence starts before the postmaster, so there is no unfenced moment.
+  * A postmaster hactl did not start (found through `postmaster.pid`: left running by an agent that stopped in
+    pause, or started by hand) is *adopted*: it can be signalled and stopped, and `set_fence` starts a fence for
+    it too, so an adopted postmaster is fenced like our own child (`fenced`; `owns_process` says whether it is
+    our child). A stale `postmaster.pid` (dead or recycled PID) is removed before a start.
   * The postmaster runs in its own session, so a Ctrl-C on the agent's terminal does not reach it: the agent
     decides how to shut it down.
-  * stdout/stderr go to a log file (PostgreSQL's own logging_collector may take over after startup).
-  * A postmaster hactl did not start (found through `postmaster.pid`, e.g. started by hand or by an agent that
-    is still alive) is *adopted*: it can be signalled and stopped, but it is not fenced (`owns_process` False).
-    A stale `postmaster.pid` (dead or recycled PID) is removed before a start.
+  * stdout/stderr (the fence's too) go to a log file (PostgreSQL's logging_collector may take over after start).
 
 Stopping signals the postmaster the way `pg_ctl stop -m` does (smart=SIGTERM, fast=SIGINT, immediate=SIGQUIT) and
-waits for the PID to go: `wait()` for our child, polling for an adopted one (so an agent restarted after a crash
-can still stop a server it finds). After the timeout it escalates to immediate. It never SIGKILLs the postmaster:
-that would leave backends serving clients.
+waits for the PID to go: `wait()` for our child, polling for an adopted one. After the timeout it escalates to
+immediate. It never SIGKILLs the postmaster: that would leave backends serving clients.
 """
 
 from __future__ import annotations
@@ -31,12 +29,14 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 
 from ctl.errors import PgCommandError
 from ctl.pg.binaries import binary
+from ctl.pg.fence import Fence, is_postmaster_of, pid_alive, read_postmaster_pid
 from ctl.pg.osuser import OsUser, chown
-from ctl.pg.process import is_postmaster_of, pid_alive, read_postmaster_pid, spawn_from_keeper
+from ctl.pg.process import spawn
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +44,15 @@ STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": sig
 
 
 class Postmaster:
-    """The postmaster of `data_dir`: our fenced child, or an adopted one found through postmaster.pid."""
+    """The postmaster of `data_dir`: our child, or an adopted one found through postmaster.pid; fenced either way."""
 
     def __init__(self, data_dir: str, log_file: str) -> None:
         self.data_dir = data_dir
         self.log_file = log_file
         self._proc: subprocess.Popen | None = None
+        self._fence: Fence | None = None
+        self._armed = True  # what the agent wants: False in pause (hands off, even if the agent dies)
+        self._fence_lock = threading.Lock()
 
     @property
     def pid(self) -> int | None:
@@ -66,9 +69,61 @@ class Postmaster:
 
     @property
     def owns_process(self) -> bool:
-        """True when the running postmaster is our child, i.e. fenced by the parent-death signal."""
+        """True when the running postmaster is our child (started by this agent, not adopted)."""
         proc = self._proc
         return proc is not None and proc.poll() is None
+
+    @property
+    def fenced(self) -> bool:
+        """True when a live fence guards the running postmaster (armed or not: see `fence_armed`)."""
+        fence, pid = self._fence, self.pid
+        return fence is not None and pid is not None and fence.alive and fence.pid == pid
+
+    @property
+    def fence_pid(self) -> int | None:
+        """The PID of the fence process, if one runs (diagnostics and tests)."""
+        fence = self._fence
+        return fence.process_pid if fence is not None and fence.alive else None
+
+    @property
+    def fence_armed(self) -> bool:
+        return self._armed
+
+    def set_fence(self, armed: bool) -> None:
+        """Arm (outside pause) or disarm (pause) the fence, and make sure a running postmaster has one: a new fence
+        for an adopted postmaster or after the old fence died; none once the postmaster is gone.
+
+        Raises:
+            PgCommandError: a fence could not be started.
+        """
+        with self._fence_lock:
+            self._armed = armed
+            fence, pid = self._fence, self.pid
+            if pid is None:
+                if fence is not None:
+                    self._fence = None
+                    fence.close()
+                return
+            if fence is not None and fence.alive and fence.pid == pid:
+                if fence.armed != armed:
+                    fence.arm(armed)
+                    log.info("fence %s for postmaster %s", "armed" if armed else "disarmed (pause)", pid)
+                return
+            if fence is not None:
+                fence.close()
+            self._fence = None
+            fence = self._start_fence()
+            fence.guard(pid)
+            self._fence = fence
+            log.info("fence %s for postmaster %s (%s)", "armed" if armed else "disarmed (pause)", pid,
+                     "our child" if self.owns_process else "adopted")
+
+    def _start_fence(self) -> Fence:
+        fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        try:
+            return Fence.start(self.data_dir, self._armed, fd)
+        finally:
+            os.close(fd)
 
     def spawn(self, bin_dir: str, user: OsUser) -> int:
         """Start `postgres -D data_dir` as a fenced child; returns the log file offset where its output begins.
@@ -83,13 +138,23 @@ class Postmaster:
             log.info("removing stale postmaster.pid from %s", self.data_dir)
             os.unlink(stale)
         offset = _file_size(self.log_file)
-        fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-        try:
-            chown(self.log_file, user)
-            self._proc = spawn_from_keeper([binary(bin_dir, "postgres"), "-D", self.data_dir], user, stdout=fd,
-                                           death_signal=signal.SIGQUIT)
-        finally:
-            os.close(fd)
+        with self._fence_lock:
+            if self._fence is not None:
+                self._fence.close()
+            # The fence first: from its first instruction on, the postmaster is fenced.
+            self._fence = self._start_fence()
+            fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+            try:
+                chown(self.log_file, user)
+                self._proc = spawn([binary(bin_dir, "postgres"), "-D", self.data_dir], user, stdout=fd,
+                                   death_signal=None)
+            except BaseException:
+                self._fence.close()
+                self._fence = None
+                raise
+            finally:
+                os.close(fd)
+            self._fence.guard(self._proc.pid)
         return offset
 
     def exit_code(self) -> int | None:
@@ -136,13 +201,21 @@ class Postmaster:
         log.info("stopping PostgreSQL (pid %s, mode %s)", pid, mode)
         _kill(pid, STOP_SIGNALS[mode])
         if self._wait_gone(pid, timeout):
+            self._drop_fence()
             return
         if mode != "immediate":
             log.warning("PostgreSQL (pid %s) did not stop within %gs: immediate shutdown", pid, timeout)
             _kill(pid, signal.SIGQUIT)
             if self._wait_gone(pid, 15):
+                self._drop_fence()
                 return
         raise PgCommandError(f"PostgreSQL (pid {pid}) did not stop")
+
+    def _drop_fence(self) -> None:
+        with self._fence_lock:
+            fence, self._fence = self._fence, None
+        if fence is not None:
+            fence.close()
 
     def _wait_gone(self, pid: int, timeout: float) -> bool:
         proc = self._proc

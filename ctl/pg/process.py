@@ -23,7 +23,11 @@ import threading
 from typing import IO, Any, Callable, Mapping, Sequence
 
 from ctl.errors import PgCommandError
+from ctl.pg.fence import is_postmaster_of, pid_alive, read_postmaster_pid
 from ctl.pg.osuser import OsUser
+
+__all__ = ["spawn", "spawn_from_keeper", "run", "child_env", "output_tail", "is_postmaster_of", "pid_alive",
+           "read_postmaster_pid"]
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
@@ -56,23 +60,25 @@ def child_env(extra: Mapping[str, str] | None = None, user: OsUser | None = None
     return env
 
 
-def _user_kwargs(user: OsUser) -> dict:
-    if not user.switch:
+def _user_kwargs(user: OsUser | None) -> dict:
+    if user is None or not user.switch:
         return {}
     return {"user": user.uid, "group": user.gid, "extra_groups": list(user.groups)}
 
 
 def spawn(
     argv: Sequence[str],
-    user: OsUser,
+    user: OsUser | None,
     *,
     stdout: IO | int | None,
-    death_signal: int = signal.SIGQUIT,
+    death_signal: int | None = signal.SIGQUIT,
     env: Mapping[str, str] | None = None,
     stdin: IO | int | None = subprocess.DEVNULL,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.Popen:
-    """Start `argv` as `user`, in its own session (a Ctrl-C on the agent's terminal does not reach it), with a
-    parent-death signal. The caller owns the returned child and must wait() for it.
+    """Start `argv` as `user` (None: as ourselves), in its own session (a Ctrl-C on the agent's terminal does not
+    reach it), with a parent-death signal unless `death_signal` is None. Every file descriptor but stdio and
+    `pass_fds` is closed in the child. The caller owns the returned child and must wait() for it.
 
     Raises:
         PgCommandError: the program could not be started.
@@ -86,8 +92,9 @@ def spawn(
             cwd="/",  # the agent's cwd (e.g. /root) may be unreadable for the OS user; PG tools getcwd()
             env=dict(env) if env is not None else child_env(user=user),
             start_new_session=True,
-            preexec_fn=_death_signal_hook(death_signal, os.getpid()),
+            preexec_fn=_death_signal_hook(death_signal, os.getpid()) if death_signal is not None else None,
             close_fds=True,
+            pass_fds=tuple(pass_fds),
             **_user_kwargs(user),
         )
     except (OSError, subprocess.SubprocessError) as exc:
@@ -132,14 +139,14 @@ _children_lock = threading.Lock()
 _children: dict[int, set[int]] = {}  # thread ident -> PIDs of the programs run() waits for on that thread
 
 
-def spawn_from_keeper(argv: Sequence[str], user: OsUser, *, stdout: IO | int | None,
-                      death_signal: int = signal.SIGQUIT) -> subprocess.Popen:
+def spawn_from_keeper(argv: Sequence[str], user: OsUser | None, *, stdout: IO | int | None,
+                      death_signal: int = signal.SIGQUIT, pass_fds: Sequence[int] = ()) -> subprocess.Popen:
     """spawn() on the long-lived keeper thread: the child gets `death_signal` only when the agent process dies.
 
     Raises:
         PgCommandError: the program could not be started.
     """
-    return _keeper.call(lambda: spawn(argv, user, stdout=stdout, death_signal=death_signal))
+    return _keeper.call(lambda: spawn(argv, user, stdout=stdout, death_signal=death_signal, pass_fds=pass_fds))
 
 
 def run(
@@ -220,54 +227,6 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-# ------------------------------------------------------------------------------------------------------ PIDs
-
-
-def pid_alive(pid: int) -> bool:
-    """True when `pid` exists and is not a zombie (an orphaned, exited postmaster may linger as one)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
-
-
-def read_postmaster_pid(data_dir: str) -> int | None:
-    """The PID in `postmaster.pid`, or None when the file is missing or unreadable."""
-    try:
-        with open(os.path.join(data_dir, "postmaster.pid"), encoding="utf-8") as f:
-            first = f.readline().strip()
-        return int(first) if first else None
-    except (OSError, ValueError):
-        return None
-
-
-def is_postmaster_of(pid: int, data_dir: str) -> bool:
-    """True when `pid` is a live postgres process serving `data_dir` (not a recycled PID)."""
-    if not pid_alive(pid):
-        return False
-    try:
-        # The postmaster chdir()s into its data directory; this is readable for root and for the owner.
-        return os.path.realpath(os.readlink(f"/proc/{pid}/cwd")) == os.path.realpath(data_dir)
-    except OSError:
-        pass
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            exe = f.read().split(b"\0", 1)[0]
-        return os.path.basename(exe).startswith((b"postgres", b"postmaster"))
-    except OSError:
-        return True  # cannot tell; assume it is, never start a second postmaster on the same data
 
 
 def output_tail(text: str, lines: int = 5) -> str:

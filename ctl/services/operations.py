@@ -133,69 +133,22 @@ class CandidateChoice:
     rejected: Mapping[str, str]
 
 
-def _wal_position(status: Mapping[str, Any]) -> int | None:
-    xlog = status.get("xlog") if isinstance(status.get("xlog"), Mapping) else {}
-    values = [v for v in (xlog.get("received_location"), xlog.get("replayed_location"), xlog.get("location"))
-              if isinstance(v, int)]
-    return max(values) if values else None
-
-
 def choose_candidate(cluster: Cluster, statuses: Mapping[str, Any]) -> CandidateChoice:
-    """The best member to switch over to: eligible (not nofailover, reachable, running, within
-    maximum_lag_on_failover, a sync standby in synchronous mode), then least lag, then failover_priority, then name.
-
-    `statuses`: {member: GET /patroni JSON, or the RestError it raised}.
+    """The best member to switch over to, by the rules the agent applies (ctl/ha/eligibility.py): eligible, then
+    least lag, then failover_priority, then name. `statuses`: {member: GET /patroni JSON, or the RestError}.
 
     Raises:
-        Refused: nobody is eligible; the message says why for each member.
+        Refused: nobody is eligible; the message gives each member's reasons, as `hactl plan` prints them.
     """
-    leader = cluster.leader.name if cluster.leader else None
-    optime = cluster.optime
-    max_lag = cluster.config.maximum_lag_on_failover if cluster.config else 1048576
-    sync_only = cluster.synchronous_mode != "off"
-    rejected: dict[str, str] = {}
-    good: list[tuple[int, int, str, str]] = []
-    for m in cluster.members:
-        if m.name == leader:
-            continue
-        status = statuses.get(m.name)
-        if m.nofailover:
-            rejected[m.name] = "tagged nofailover"
-        elif sync_only and m.name not in cluster.sync_standbys:
-            rejected[m.name] = "not a synchronous standby (synchronous mode)"
-        elif status is None or isinstance(status, (RestError, Exception)):
-            rejected[m.name] = f"REST API not reachable ({status})" if status is not None else "no REST API"
-        elif _truthy(status.get("tags", {}).get("nofailover")) if isinstance(status.get("tags"), Mapping) else False:
-            rejected[m.name] = "tagged nofailover"
-        elif status.get("state") != "running":
-            rejected[m.name] = f"PostgreSQL is {status.get('state') or 'not running'}"
-        else:
-            wal = _wal_position(status)
-            if wal is None:
-                wal = m.lsn
-            lag = max(optime - wal, 0) if (optime is not None and wal is not None) else None
-            if lag is None:
-                rejected[m.name] = "WAL position unknown"
-            elif lag > max_lag:
-                rejected[m.name] = f"lags {lag} bytes (maximum_lag_on_failover {max_lag})"
-            else:
-                state = status.get("replication_state") or status.get("state")
-                good.append((lag, -m.failover_priority, m.name, f"{state}, lag {lag} bytes"))
-    if not good:
-        why = "; ".join(f"{n}: {r}" for n, r in sorted(rejected.items())) or "no other members"
-        raise Refused(f"no eligible candidate for a switchover in cluster {cluster.scope}: {why}")
-    good.sort()
-    lag, _, name, desc = good[0]
-    reason = f"{desc}; the least lag of {len(good)} eligible member{'s' if len(good) > 1 else ''}"
-    if rejected:
-        reason += "; not eligible: " + "; ".join(f"{n}: {r}" for n, r in sorted(rejected.items()))
-    return CandidateChoice(name, reason, rejected)
+    from ctl.services import plan as psvc
 
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "on", "yes", "1", "y")
-    return bool(value)
+    report = psvc.evaluate(cluster, "switchover", None, statuses)
+    psvc.refuse_unless_eligible(report)
+    assert report.chosen is not None
+    reason = report.why
+    if report.refusals:
+        reason += "; not eligible: " + report.refusal_text()
+    return CandidateChoice(report.chosen, reason, report.refusals)
 
 
 # ----------------------------------------------------------------------------------------------- execution

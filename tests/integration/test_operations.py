@@ -424,6 +424,13 @@ def test_hactl_switchover_against_a_real_patroni_cluster(cluster: AgentCluster):
         patroni.start("node2")
         wait_for(lambda: roles().get("node2") == ("Replica", "streaming"), timeout=60, interval=0.5,
                  what="Patroni node2 streaming")
+        # plan and check read Patroni's keys and REST answers as they read hactl's
+        proc, _ = hactl(cluster, "plan", "switchover", "-f", "json", config=cfg)
+        assert proc.returncode == 0 and json.loads(proc.stdout)["chosen"] == "node2", proc.stdout + proc.stderr
+        proc, _ = hactl(cluster, "check", "-f", "json", config=cfg)
+        report = json.loads(proc.stdout)
+        assert proc.returncode == 0 and report["summary"]["error"] == 0, report
+        assert {f["check"] for f in report["findings"]} <= {"etcd-size", "synchronous-mode"}, report
         t0 = time.monotonic()
         proc, took = hactl(cluster, "switchover", "--candidate", "node2", "--force", "-f", "json", config=cfg)
         print(f"patroni up after {t0 - started:.1f}s; hactl switchover returned verified after {took:.2f}s")

@@ -274,15 +274,20 @@ from ctl.config import PgUser, PostgresqlSettings
 from ctl.pg import Postgres
 s = PostgresqlSettings(listen=sys.argv[1], data_dir=sys.argv[2], superuser=PgUser("postgres", sys.argv[3]))
 pg = Postgres(s, "fenced", bin_dir=sys.argv[4])
-pg.start()
+if sys.argv[5] == "start":
+    pg.start()
+pg.set_fence(sys.argv[6] == "armed")
 print(pg.pid, flush=True)
 time.sleep(600)
 """
 
 
-def _start_agent(nodes: Nodes, pg: Postgres) -> tuple[subprocess.Popen, int]:
+def _start_agent(nodes: Nodes, pg: Postgres, mode: str = "start", fence: str = "armed") -> tuple[subprocess.Popen,
+                                                                                                  int]:
+    """A stand-in agent process: starts (or adopts) the postmaster and arms (or disarms) its fence."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", _AGENT, f"127.0.0.1:{pg.port}", pg.data_dir, SUPER.password, nodes.bin_dir],
+        [sys.executable, "-c", _AGENT, f"127.0.0.1:{pg.port}", pg.data_dir, SUPER.password, nodes.bin_dir, mode,
+         fence],
         cwd=REPO, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True,
     )
     nodes.procs.append(proc)
@@ -316,7 +321,7 @@ def test_fencing_postmaster_dies_with_its_agent(nodes, fenced):
         agent.send_signal(signal.SIGKILL)
         agent.wait(timeout=10)
         started = time.monotonic()
-        wait_for(lambda: not pid_alive(pid), timeout=2.0, interval=0.02, what="postmaster gone after agent kill -9")
+        wait_for(lambda: not pid_alive(pid), timeout=2.0, interval=0.005, what="postmaster gone after agent kill -9")
         elapsed = time.monotonic() - started
         print(f"postmaster gone {elapsed * 1000:.0f} ms after the agent's kill -9")
         assert elapsed < 2.0
@@ -326,6 +331,57 @@ def test_fencing_postmaster_dies_with_its_agent(nodes, fenced):
     finally:
         held.close()
     assert not fenced.is_running()
+
+
+def _kill9_and_time(agent: subprocess.Popen, pid: int) -> float | None:
+    """kill -9 the stand-in agent; seconds until its postmaster was gone, None if still alive after 2 s."""
+    agent.send_signal(signal.SIGKILL)
+    agent.wait(timeout=10)
+    started = time.monotonic()
+    try:
+        wait_for(lambda: not pid_alive(pid), timeout=2.0, interval=0.005, what="postmaster gone")
+    except TimeoutError:
+        return None
+    return time.monotonic() - started
+
+
+def test_disarmed_fence_keeps_postgres_and_an_adopted_postmaster_is_fenced(nodes, fenced):
+    """Pause: kill -9 of a disarmed agent leaves PostgreSQL running; the next agent adopts it and fences it."""
+    agent, pid = _start_agent(nodes, fenced, "start", "disarmed")
+    held = psycopg.connect(**fenced.conninfo(), autocommit=True)
+    try:
+        assert _kill9_and_time(agent, pid) is None, "a disarmed fence stopped PostgreSQL"
+        held.execute("SELECT 1")  # sessions survive too
+    finally:
+        held.close()
+    # a restarted agent adopts the same postmaster (no restart) with an armed fence
+    agent, adopted = _start_agent(nodes, fenced, "adopt", "armed")
+    assert adopted == pid and _can_connect(fenced)
+    elapsed = _kill9_and_time(agent, pid)
+    assert elapsed is not None, "the adopted postmaster outlived its agent: " + open(fenced.log_file).read()[-3000:]
+    print(f"adopted postmaster gone {elapsed * 1000:.0f} ms after the agent's kill -9")
+    assert not fenced.is_running()
+
+
+def test_fence_rearm_and_restart_in_process(fenced):
+    """The fence follows set_fence(); a killed fence is replaced on the next call; a stop retires it."""
+    fenced.start()
+    try:
+        assert fenced.fenced and fenced.owns_process
+        first = fenced.fence_pid
+        assert first is not None and pid_alive(first)
+        fenced.set_fence(False)
+        fenced.set_fence(True)
+        assert fenced.fence_pid == first  # same fence, re-armed
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: not fenced.fenced, timeout=5, interval=0.02, what="fence death noticed")
+        fenced.set_fence(True)
+        assert fenced.fenced and fenced.fence_pid not in (None, first)
+        second = fenced.fence_pid
+    finally:
+        fenced.stop()
+    assert fenced.fence_pid is None
+    wait_for(lambda: not pid_alive(second), timeout=3, interval=0.02, what="fence gone after stop")
 
 
 def test_adopted_postmaster_can_be_probed_and_stopped(nodes, fenced):

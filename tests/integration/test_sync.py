@@ -127,13 +127,20 @@ def test_switchover_refuses_an_async_candidate_and_goes_to_the_sync_standby(clus
     # real patronictl against hactl agents refuses the same candidate (the agent's POST /switchover answers 412)
     theirs = subprocess.run([patronictl_exe(), "-c", cluster.nodes["node1"].config_path, "switchover", "--force",
                              "--candidate", other], capture_output=True, text=True, timeout=60, env=clean_env())
-    assert theirs.returncode != 0 or "failed" in theirs.stdout.lower(), theirs.stdout + theirs.stderr
+    assert "Switchover failed, details: 412, candidate name does not match with sync_standby" in theirs.stdout, \
+        theirs.stdout + theirs.stderr
     assert cluster.leader() == leader
     proc = hactl(cluster, "switchover", "--force")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert cluster.leader() == standby
     new_leader, new_standby, names = agree(cluster)
     assert new_leader == standby and names == new_standby
+    # real patronictl switches over to the synchronous standby of a hactl cluster
+    theirs = subprocess.run([patronictl_exe(), "-c", cluster.nodes["node1"].config_path, "switchover", "--force",
+                             "--candidate", new_standby], capture_output=True, text=True, timeout=90, env=clean_env())
+    assert theirs.returncode == 0 and f'Successfully switched over to "{new_standby}"' in theirs.stdout, \
+        theirs.stdout + theirs.stderr
+    assert agree(cluster)[0] == new_standby
 
 
 # ----------------------------------------------------------------------------------------------- crash
@@ -219,3 +226,23 @@ def test_strict_blocks_with_both_replicas_stopped_until_one_returns(cluster: Age
         cluster.start(replicas[1])
     finally:
         edit(cluster, "synchronous_mode_strict=false")
+
+
+# ----------------------------------------------------------------------------------------------- changes at run time
+
+
+def test_node_count_2_then_off_then_on_each_within_a_few_loops(cluster: AgentCluster, synced):
+    leader, _ = synced
+    replicas = sorted(set(cluster.nodes) - {leader})
+    edit(cluster, "synchronous_node_count=2")
+    try:
+        wait_for(lambda: sync_key(cluster).get("sync_standby") == ",".join(replicas), timeout=10,
+                 what="both replicas in the sync key")
+        assert sync_names(cluster, leader) == f"2 ({','.join(replicas)})"
+    finally:
+        edit(cluster, "synchronous_node_count=1")
+    edit(cluster, "synchronous_mode=false")
+    wait_for(lambda: "sync" not in cluster.dcs() and sync_names(cluster, leader) == "", timeout=5,
+             what="sync key deleted and synchronous_standby_names restored")
+    edit(cluster, "synchronous_mode=true")
+    assert agree(cluster)[0] == leader

@@ -401,7 +401,7 @@ def test_cli_path_imports_no_agent_postgres_or_grpc_code(cluster) -> None:
         "print('HEAVY', sorted(heavy), 'RICH', 'rich' in sys.modules, 'CODE', code, file=sys.stderr)\n"
     )
     for args, rich_expected in ((["list", "-f", "json"], False), (["list"], True), (["topology"], True),
-                                (["history", "-f", "json"], False)):
+                                (["history", "-f", "json"], False), (["list", "--all", "-f", "json"], False)):
         proc = subprocess.run([sys.executable, "-c", script, "-c", cluster, *args], capture_output=True, text=True,
                               cwd=REPO, timeout=30)
         assert f"HEAVY [] RICH {rich_expected} CODE 0" in proc.stderr, (args, proc.stderr)
@@ -418,7 +418,10 @@ def test_list_reads_the_cluster_in_one_round_trip(etcd, namespace) -> None:
         original = g._call
         g._call = lambda path, payload: calls.append(path) or original(path, payload)  # type: ignore[method-assign]
         cluster = g.get_cluster(namespace, "big")
-    assert len(cluster.members) == 50 and calls == ["/kv/range"]
+        assert len(cluster.members) == 50 and calls == ["/kv/range"]
+        calls.clear()
+        every = g.get_all_clusters(namespace)  # list --all: every cluster, still one request
+    assert calls == ["/kv/range"] and [len(c.members) for c in every if c.scope == "big"] == [50]
 
 
 def test_tls_with_ca_and_client_certificate(tmp_path, namespace) -> None:

@@ -64,6 +64,7 @@ class AgentCluster:
     loop_wait: int = 1
     retry_timeout: int = 3
     maximum_lag_on_failover: int = 1048576
+    etcd_hosts: tuple[str, ...] = ()  # agents list these etcd endpoints (e.g. a 3-member etcd) instead of a proxy
     bootstrap_dcs: dict[str, Any] = field(default_factory=dict)  # extra bootstrap.dcs keys (synchronous_mode ...)
 
     # ------------------------------------------------------------------------------------------ set-up
@@ -82,7 +83,7 @@ class AgentCluster:
             "namespace": self.namespace,
             "name": name,
             "restapi": {"listen": f"127.0.0.1:{api_port}", "connect_address": f"127.0.0.1:{api_port}"},
-            "etcd3": {"hosts": [proxy.hostport]},
+            "etcd3": {"hosts": list(self.etcd_hosts) or [proxy.hostport]},
             "bootstrap": {
                 "dcs": {
                     "ttl": self.ttl,

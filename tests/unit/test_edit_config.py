@@ -13,6 +13,7 @@ from ctl.cli.editconfig import editor_command
 from ctl.config import build
 from ctl.dcs import keys
 from ctl.dcs.codec import KeyValue, parse_cluster
+from tests.unit.audit_store import AuditStore
 from ctl.errors import CasFailed, ExitCode, OperationFailed, UsageError
 from ctl.services import edit_config as ec
 from tests.support.patroni_dumps import load_dump
@@ -21,7 +22,7 @@ NS = "/service/"
 CONFIG = build({"scope": "demo", "etcd3": {"hosts": ["127.0.0.1:2379"]}}, "test.yml")
 
 
-class FakeDcs:
+class FakeDcs(AuditStore):
     """A key-value store with etcd's mod_revision compare-and-set, answering like EtcdGateway."""
 
     def __init__(self) -> None:
@@ -44,6 +45,8 @@ class FakeDcs:
         return ["demo"]
 
     def put(self, key: str, value: str, *, mod_revision: int | None = None, create: bool = False) -> int:
+        if self.audit_put(key, value):
+            return 1
         if self.before_put:
             hook, self.before_put = self.before_put, None
             hook(self)

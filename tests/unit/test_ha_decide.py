@@ -238,7 +238,7 @@ CASES = [
      (Kind.RENEW_LOCK, Kind.UPDATE_STATUS), "paused"),
     # synchronous mode (details and exact values in test_ha_sync.py)
     ("sync: the leader adds a streaming standby to synchronous_standby_names",
-     obs(replace(PRIMARY, replication=(Replica("node3"),), sync_names_managed=True),
+     obs(replace(PRIMARY, replication=(Replica("node3"),), sync_names="", sync_names_managed=True),
          synced(cluster(leader=ME), ME)), (Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS,
                                            Kind.SET_SYNC_NAMES), "synchronous_standby_names = node3"),
     ("sync: the leader lists a confirmed standby in the sync key",

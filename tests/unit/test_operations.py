@@ -10,6 +10,7 @@ import base64
 import json
 import socket
 import threading
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
@@ -182,7 +183,7 @@ def peers() -> Peers:
 def _serve(agent: FakeAgent, peers: Peers, **settings: Any):
     api = ApiServer(RestApiSettings(listen="127.0.0.1:0", **settings), scope="demo", name="node1", version="0.1",
                     get_status=agent.status, read_cluster=agent.read_cluster)
-    register_operations(api, agent, fetch=peers, poll_interval=0.01, poll_timeout=0.5)
+    register_operations(api, agent, fetch=peers, poll_interval=0.01, poll_timeout=0.5, lag_grace=0)
     api.start()
     return api
 
@@ -208,7 +209,7 @@ def _shared():
     agent, peers = _Current(), _Current()
     api = ApiServer(RestApiSettings(listen="127.0.0.1:0"), scope="demo", name="node1", version="0.1",
                     get_status=lambda: agent.status(), read_cluster=lambda: agent.read_cluster())
-    register_operations(api, agent, fetch=peers, poll_interval=0.01, poll_timeout=0.5)
+    register_operations(api, agent, fetch=peers, poll_interval=0.01, poll_timeout=0.5, lag_grace=0)
     api.start()
     with httpx.Client(base_url=api.url, timeout=10) as c:
         yield agent, peers, c
@@ -320,18 +321,18 @@ def test_no_good_candidates_lists_every_reason(client, dcs, peers):
     dcs.set("members/node3", _member("replica", lsn=95 * MB))
     r = client.post("/switchover", json={"leader": "node1"})
     assert r.status_code == 412
-    assert r.text == ("switchover is not possible: no good candidates have been found: node2: tagged nofailover; "
-                      "node3: lags 5242880 bytes (maximum_lag_on_failover 1048576)")
+    assert r.text == ("switchover is not possible: no good candidates have been found: node2: is tagged nofailover; "
+                      "node3: lags 5.0 MB behind (maximum_lag_on_failover 1.0 MB)")
     assert peers.asked == [["node2", "node3"]]
 
 
 @pytest.mark.parametrize(
     ("view", "reason"),
     [
-        (PeerView("node2", reachable=False), "REST API not reachable"),
-        (PeerView("node2", reachable=True, nofailover=True, wal_lsn=100 * MB), "tagged nofailover"),
+        (PeerView("node2", reachable=False), "does not answer on its REST API"),
+        (PeerView("node2", reachable=True, nofailover=True, wal_lsn=100 * MB), "is tagged nofailover"),
         (PeerView("node2", reachable=True, wal_lsn=90 * MB),
-         "lags 10485760 bytes (maximum_lag_on_failover 1048576)"),
+         "lags 10.0 MB behind (maximum_lag_on_failover 1.0 MB)"),
     ],
 )
 def test_named_candidate_not_healthy(client, dcs, peers, view, reason):
@@ -344,14 +345,62 @@ def test_named_candidate_not_healthy(client, dcs, peers, view, reason):
 def test_failover_priority_zero_is_nofailover(client, dcs):
     dcs.set("members/node2", _member("replica", tags={"failover_priority": 0}))
     r = client.post("/failover", json={"candidate": "node2"})
-    assert (r.status_code, r.text) == (412, "candidate node2 is not healthy: tagged nofailover")
+    assert (r.status_code, r.text) == (412, "candidate node2 is not healthy: has failover_priority 0 "
+                                            "(0 or less: never promoted)")
 
 
 def test_lag_uses_our_own_position_when_we_lead(client, dcs, agent):
     agent.node = replace(agent.node, xlog_location=103 * MB)  # /status optime (100 MB) is older
     r = client.post("/switchover", json={"leader": "node1", "candidate": "node2"})
-    assert (r.status_code, r.text) == (412, "candidate node2 is not healthy: lags 3145728 bytes "
-                                            "(maximum_lag_on_failover 1048576)")
+    assert (r.status_code, r.text) == (412, "candidate node2 is not healthy: lags 3.0 MB behind "
+                                            "(maximum_lag_on_failover 1.0 MB)")
+
+
+class _CatchingUp(Peers):
+    """node2 answers `behind` for its first `times` answers, then its DCS position."""
+
+    def __init__(self, behind: int, times: int) -> None:
+        super().__init__()
+        self.behind, self.times = behind, times
+
+    def __call__(self, members: Any, *, timeout: float) -> dict[str, PeerView]:
+        views = super().__call__(members, timeout=timeout)
+        if "node2" in views and self.times > 0:
+            self.times -= 1
+            views["node2"] = PeerView("node2", reachable=True, wal_lsn=self.behind)
+        return views
+
+
+@pytest.mark.parametrize(("times", "ok"), [(2, True), (1000, False)])
+def test_wal_in_flight_is_not_lag(agent, dcs, times, ok):
+    """A candidate 16 MB behind (a WAL segment switch in flight) is asked again against the same reference."""
+    peers = _CatchingUp(84 * MB, times)
+    api = ApiServer(RestApiSettings(listen="127.0.0.1:0"), scope="demo", name="node1", version="0.1",
+                    get_status=agent.status, read_cluster=agent.read_cluster)
+    register_operations(api, agent, fetch=peers, poll_interval=0.01, poll_timeout=0.2, lag_grace=0.3)
+    api.start()
+    try:
+        t0 = time.monotonic()
+        r = httpx.post(api.url + "/switchover", json={"leader": "node1", "candidate": "node2"}, timeout=5)
+        took = time.monotonic() - t0
+    finally:
+        api.stop()
+    if ok:
+        assert dcs.value("failover") == {"leader": "node1", "member": "node2"}, r.text
+        assert len(peers.asked) == 3
+    else:
+        assert (r.status_code, r.text) == (412, "candidate node2 is not healthy: lags 16.0 MB behind "
+                                                "(maximum_lag_on_failover 1.0 MB)")
+        assert "failover" not in dcs.kv and len(peers.asked) >= 3 and 0.3 <= took < 2
+
+
+def test_reference_is_the_leaders_live_position_when_we_do_not_lead(client, dcs, agent, peers):
+    agent.name = "node3"  # the request reached a replica; node1 leads
+    peers.views["node1"] = PeerView("node1", reachable=True, wal_lsn=103 * MB, is_primary=True)
+    r = client.post("/switchover", json={"leader": "node1", "candidate": "node2"})
+    assert (r.status_code, r.text) == (412, "candidate node2 is not healthy: lags 3.0 MB behind "
+                                            "(maximum_lag_on_failover 1.0 MB)")
+    assert peers.asked == [["node1"], ["node2"]]  # the leader first, then the candidate
 
 
 def test_lag_not_checked_without_a_healthy_leader(client, dcs):
@@ -468,7 +517,7 @@ def test_switchover_status_unknown(client, dcs):
 
 
 def test_default_poll_timeout_is_at_least_30_seconds(agent, peers, dcs, monkeypatch):
-    from ctl.agent import operations
+    from ctl.agent import switchover as operations
 
     api = ApiServer(RestApiSettings(listen="127.0.0.1:0"), scope="demo", name="node1", version="0.1",
                     get_status=agent.status, read_cluster=agent.read_cluster)
@@ -786,10 +835,12 @@ def test_postgres_version_to_int():
 
 def test_rejection_order():
     m = Member("n", tags={"nofailover": True}, xlog_location=0)
-    assert rejection(m, None, 10, 1) == "tagged nofailover"
+    assert rejection(m, None, 10, 1) == ("is tagged nofailover; does not answer on its REST API; "
+                                         "lags 10 bytes behind (maximum_lag_on_failover 1 bytes)")
     m = Member("n", replay_lsn=5)
-    assert rejection(m, None, 10, 1) == "REST API not reachable"
-    assert rejection(m, PeerView("n", reachable=True), 10, 1) == "lags 5 bytes (maximum_lag_on_failover 1)"
+    assert rejection(m, None, 10, 1) == ("does not answer on its REST API; "
+                                         "lags 5 bytes behind (maximum_lag_on_failover 1 bytes)")
+    assert rejection(m, PeerView("n", reachable=True), 10, 1) == "lags 5 bytes behind (maximum_lag_on_failover 1 bytes)"
     assert rejection(m, PeerView("n", reachable=True, wal_lsn=9), 10, 1) is None
     assert rejection(m, PeerView("n", reachable=True, wal_lsn=0), None, 1) is None  # no healthy leader: no lag check
-    assert rejection(Member("n"), PeerView("n", reachable=True), 10, 1) == "WAL position unknown"
+    assert rejection(Member("n"), PeerView("n", reachable=True), 10, 1) == "reports no WAL position"

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from ctl import render_operations as rops
 from ctl.cli.app import app
 from ctl.config import build
+from tests.unit.audit_store import AuditStore
 from ctl.errors import CasFailed, ExitCode, NotFound, Refused, RestError, UsageError
 from ctl.model import Cluster, DynamicConfig, Failover, Leader, Member, Status, SyncState
 from ctl.restclient import RestClient
@@ -53,7 +54,7 @@ def cluster(leader: str | None = "node1", *, members: tuple[Member, ...] | None 
                    status=Status(optime=OPTIME), revision=20)
 
 
-class ScriptedDcs:
+class ScriptedDcs(AuditStore):
     """get_cluster returns the next snapshot of a script (the last one repeats); puts are recorded."""
 
     def __init__(self, *snapshots: Cluster, put_error: Exception | None = None) -> None:
@@ -71,6 +72,8 @@ class ScriptedDcs:
         return ["demo"]
 
     def put(self, key: str, value: str, **kw: Any) -> int:
+        if self.audit_put(key, value):
+            return 1
         self.puts.append((key, value, kw))
         if self.put_error:
             error, self.put_error = self.put_error, None
@@ -193,13 +196,13 @@ def status(lag: int = 0, **extra: Any) -> dict:
 def test_choose_candidate_least_lag_and_reasons() -> None:
     c = cluster()
     choice = osvc.choose_candidate(c, {"node2": status(500), "node3": status(0)})
-    assert choice.name == "node3" and "lag 0 bytes" in choice.reason and "least lag of 2" in choice.reason
+    assert choice.name == "node3" and "lag 0 bytes" in choice.reason and "healthiest of 2 eligible" in choice.reason
     choice = osvc.choose_candidate(c, {"node2": status(0), "node3": RestError("connection refused")})
-    assert choice.name == "node2" and "node3: REST API not reachable" in choice.reason
+    assert choice.name == "node2" and "node3: does not answer on its REST API" in choice.reason
     with pytest.raises(Refused) as exc:
         osvc.choose_candidate(c, {"node2": status(5 * 1024 * 1024), "node3": status(0, state="stopped")})
-    assert "node2: lags 5242880 bytes (maximum_lag_on_failover 1048576)" in exc.value.message
-    assert "node3: PostgreSQL is stopped" in exc.value.message
+    assert "node2: lags 5.0 MB behind (maximum_lag_on_failover 1.0 MB)" in exc.value.message
+    assert "node3: does not run PostgreSQL" in exc.value.message
     tagged = cluster(members=(member("node1", "primary"), member("node2", tags={"nofailover": True}), member("node3")))
     assert osvc.choose_candidate(tagged, {"node2": status(), "node3": status(10)}).name == "node3"
     assert osvc.choose_candidate(cluster(), {"node2": status(tags={"nofailover": True}), "node3": status(9)}
@@ -207,7 +210,7 @@ def test_choose_candidate_least_lag_and_reasons() -> None:
     # synchronous mode: only a sync standby, even when an async one is ahead
     sync = cluster(sync=("node2",))
     choice = osvc.choose_candidate(sync, {"node2": status(100), "node3": status(0)})
-    assert choice.name == "node2" and "node3: not a synchronous standby" in choice.reason
+    assert choice.name == "node2" and "node3: is not a synchronous standby" in choice.reason
 
 
 def test_select_members_role_filters_and_errors() -> None:
@@ -283,7 +286,8 @@ def test_switchover_verified_prints_before_and_fresh_after_tables() -> None:
                                                                                    '"node2"')}, seen)
     r = run(["switchover", "--candidate", "node2", "--force"], ScriptedDcs(cluster(), AFTER), rest)
     assert r.exit_code == 0, r.stderr
-    assert seen[0] == (("node1", "POST", "/switchover"), {"leader": "node1", "candidate": "node2"})
+    assert [s for s in seen if s[0][1] == "POST"][0] == (("node1", "POST", "/switchover"),
+                                                         {"leader": "node1", "candidate": "node2"})
     lines = r.stdout.splitlines()
     assert lines[0] == "Current cluster topology"
     assert lines[1].startswith("+ Cluster: demo (7712146500642140331) ")
@@ -315,7 +319,7 @@ def test_switchover_force_without_candidate_chooses_and_says_why() -> None:
                         ("node1", "POST", "/switchover"): httpx.Response(200, text="ok")}, seen)
     r = run(["switchover", "--force"], ScriptedDcs(cluster(), AFTER), rest)
     assert r.exit_code == 0, r.stderr
-    assert "Candidate: node2 (chosen by hactl: streaming, lag 0 bytes; the least lag of 2 eligible members)" \
+    assert "Candidate: node2 (chosen by hactl: the healthiest of 2 eligible members, lag 0 bytes" \
         in r.stdout
     assert [body for key, body in seen if key[1] == "POST"] == [{"leader": "node1", "candidate": "node2"}]
 
