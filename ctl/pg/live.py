@@ -36,6 +36,7 @@ SELECT pg_is_in_recovery() AS in_recovery,
        ELSE (SELECT timeline_id FROM pg_control_checkpoint()) END AS timeline,
   current_setting('server_version_num')::int AS server_version,
   pg_postmaster_start_time() AS postmaster_start_time,
+  (SELECT min_recovery_end_timeline FROM pg_control_recovery()) AS min_recovery_tli,
   (SELECT row_to_json(w) FROM (
      SELECT status, received_tli, sender_host, sender_port,
             (latest_end_lsn - '0/0'::pg_lsn)::bigint AS latest_end_lsn

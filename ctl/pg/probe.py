@@ -26,6 +26,7 @@ SELECT pg_is_in_recovery() AS in_recovery,
   current_setting('server_version_num')::int AS server_version,
   pg_postmaster_start_time() AS postmaster_start_time,
   current_setting('synchronous_standby_names') AS sync_names,
+  (SELECT min_recovery_end_timeline FROM pg_control_recovery()) AS min_recovery_tli,
   (SELECT row_to_json(w) FROM (
      SELECT status, received_tli, sender_host, sender_port,
             (flushed_lsn - '0/0'::pg_lsn)::bigint AS flushed_lsn
@@ -81,6 +82,31 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
+# The highest timeline each running replica (by postmaster start time) was seen on. A replica's timeline never goes
+# down while its postmaster runs, but the sources SQL offers can: without a WAL receiver (its upstream just died)
+# only the checkpoint's and the minimum recovery point's timelines are left, and both lag a timeline switch until
+# the next restartpoint. A candidate reported a timeline behind the one it had been streaming would be refused.
+_REPLICA_TLI: dict[str, int] = {}
+
+
+def replica_timeline(row: Mapping[str, Any], receiver: Mapping[str, Any]) -> int | None:
+    """The replica's timeline: the highest of the WAL receiver's, the checkpoint's, the minimum recovery point's and
+    the one this postmaster was last seen on."""
+    seen = [int(v) for v in (receiver.get("received_tli"), row.get("timeline"), row.get("min_recovery_tli"))
+            if v is not None and int(v) > 0]
+    start = _iso(row.get("postmaster_start_time"))
+    if start is not None and start in _REPLICA_TLI:
+        seen.append(_REPLICA_TLI[start])
+    if not seen:
+        return None
+    best = max(seen)
+    if start is not None:
+        if len(_REPLICA_TLI) > 8 and start not in _REPLICA_TLI:
+            _REPLICA_TLI.clear()
+        _REPLICA_TLI[start] = best
+    return best
+
+
 def state_from_row(row: Mapping[str, Any]) -> PgState:
     """Build a PgState from the PROBE_SQL row (a column-name mapping)."""
     in_recovery = bool(row["in_recovery"])
@@ -90,8 +116,7 @@ def state_from_row(row: Mapping[str, Any]) -> PgState:
     if in_recovery:
         lsns = [v for v in (received, replayed) if v is not None]
         wal_lsn = max(lsns) if lsns else None
-        if receiver.get("received_tli"):
-            timeline = receiver["received_tli"]
+        timeline = replica_timeline(row, receiver)
     else:
         wal_lsn = row.get("wal_lsn")
     upstream = None

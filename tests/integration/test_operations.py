@@ -445,7 +445,7 @@ def test_hactl_switchover_against_a_real_patroni_cluster(cluster: AgentCluster):
         proc, took = hactl(cluster, "switchover", "--force", config=cfg)
         print(f"second switchover returned verified after {took:.2f}s")
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert "Candidate: node1 (chosen by hactl: streaming" in proc.stdout
+        assert "Candidate: node1 (chosen by hactl: the healthiest of 1 eligible member," in proc.stdout + proc.stderr
         assert roles()["node1"][0] == "Leader"
         # the other commands against Patroni's REST API: restart (verified new postmaster), reload, pause/resume
         proc, _ = hactl(cluster, "restart", patroni.scope, "node2", "--force", config=cfg)

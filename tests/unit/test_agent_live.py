@@ -96,8 +96,10 @@ def test_replica_lag_check_uses_the_live_upstream_end():
 
 def test_a_hung_read_answers_within_the_timeout_and_later_requests_do_not_queue():
     release = threading.Event()
+    began: list[float] = []
 
     def hang():
+        began.append(time.monotonic())
         release.wait(5)
         return _replica_read(99 * MB)
 
@@ -106,6 +108,10 @@ def test_a_hung_read_answers_within_the_timeout_and_later_requests_do_not_queue(
         t0 = time.monotonic()
         assert live.status().observed_age_s is not None
         first = time.monotonic() - t0
+        deadline = time.monotonic() + 5
+        while not began and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(max(0.0, began[0] + 0.25 - time.monotonic()))  # the read has now hung for over the timeout
         t0 = time.monotonic()
         assert live.status().observed_age_s is not None
         second = time.monotonic() - t0

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pytest
+
+from ctl.pg import probe
 from ctl.pg.probe import PgState, state_from_row
 
 T = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+
+
+
+@pytest.fixture(autouse=True)
+def _fresh_timeline_memory():
+    probe._REPLICA_TLI.clear()
+    yield
+    probe._REPLICA_TLI.clear()
 
 
 def _row(**kw):
@@ -56,3 +67,18 @@ def test_not_running_and_error_states():
     assert not PgState(running=False).accepting
     failed = PgState(running=True, error="the database system is starting up")
     assert not failed.accepting and not failed.is_primary
+
+
+def test_replica_timeline_never_goes_back_while_the_postmaster_runs():
+    """Streaming on timeline 5, then the upstream dies: the checkpoint still says 4, the replica is on 5."""
+    streaming = state_from_row(_row(in_recovery=True, wal_lsn=None, received_lsn=900, replayed_lsn=900, timeline=4,
+                                    wal_receiver={"status": "streaming", "received_tli": 5}))
+    assert streaming.timeline == 5
+    orphan = state_from_row(_row(in_recovery=True, wal_lsn=None, received_lsn=None, replayed_lsn=900, timeline=4,
+                                 wal_receiver=None))
+    assert orphan.timeline == 5
+    restarted = state_from_row(_row(in_recovery=True, wal_lsn=None, received_lsn=None, replayed_lsn=900, timeline=4,
+                                    wal_receiver=None, postmaster_start_time=T.replace(year=2030)))
+    assert restarted.timeline == 4  # a new postmaster (after a rewind, say) starts from what it reports
+    assert state_from_row(_row(in_recovery=True, wal_lsn=None, received_lsn=None, replayed_lsn=900, timeline=4,
+                               min_recovery_tli=6, wal_receiver=None)).timeline == 6
