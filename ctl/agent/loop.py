@@ -23,23 +23,20 @@ from ctl.agent import settings as st
 from ctl.agent.callbacks import hooks_for, role_of
 from ctl.agent.dynamic import DynamicConfigWatch
 from ctl.agent.execute import Executor
-from ctl.agent import standby as sb
 from ctl.agent.failsafe import Failsafe
 from ctl.agent.node import NodeState
 from ctl.agent.peers import fetch_peers
+from ctl.agent.pgview import pg_view
 from ctl.agent.taskrunner import TaskResult, TaskRunner
 from ctl.config import Config
 from ctl.errors import CtlError
 from ctl.ha.actions import Decision, Kind
 from ctl.ha.decide import decide
-from ctl.ha.state import Observation, PgView, Replica
+from ctl.ha.state import Observation
 from ctl.model import Cluster, NodeStatus
 from ctl.pg.process import kill_children
 
 log = logging.getLogger("hactl.agent")
-
-CRASHED_STATES = ("in production", "in crash recovery", "shutting down")
-
 
 @dataclass
 class _Request:
@@ -121,11 +118,13 @@ class Agent:
             if not request.done.wait(timeout):
                 return TaskResult(False, f"{kind} did not start within {timeout:.0f}s")
             return request.result or TaskResult(True, "reload scheduled")
+        if params.get("force") and self.runner.busy:
+            self.runner.cancel()  # outside the cycle lock: the loop keeps renewing the lock and member key meanwhile
         if not self.cycle_lock.acquire(timeout=timeout):
             return TaskResult(False, f"{kind} did not start within {timeout:.0f}s: the HA loop is busy")
         try:
             if params.get("force") and self.runner.busy:
-                self.runner.cancel()
+                self.runner.cancel(5.0)  # what the loop started in between (a fresh clone): ends at once
             job, refused = self.executor.request(kind, params)
         finally:
             self.cycle_lock.release()
@@ -250,7 +249,7 @@ class Agent:
         self.node.pg_state = state
         if state.running and state.streaming:
             self._last_streaming = now
-        pgv = self._pg_view(state, now, task)
+        pgv = pg_view(self.node, self.pg, state, now, task, self._last_streaming)
         peers = {}
         if cluster is not None and cluster.initialize and pgv.running and task is None:
             others = [m for m in cluster.members if m.name != self.name]
@@ -271,49 +270,6 @@ class Agent:
             task=task,
             failsafe=self.failsafe.observe(cluster, pgv),
         )
-
-    def _pg_view(self, state: Any, now: float, task: str | None) -> PgView:
-        node = self.node
-        empty = self.pg.data_dir_empty()
-        sysid = state.system_identifier if state.running else None
-        was_primary = crashed = False
-        if not empty and not state.running and task is None:  # a task may be rewriting the data directory
-            control = self._controldata()
-            sysid = control.get("Database system identifier") or sysid
-            cluster_state = control.get("Database cluster state", "")
-            was_primary = cluster_state in ("in production", "shut down")
-            crashed = cluster_state in CRASHED_STATES
-        grace = max(2 * self.settings.loop_wait, 5)
-        stalled = (bool(state.running and state.in_recovery and not state.streaming and node.upstream)
-                   and now - max(self._last_streaming or 0.0, node.follow_since) > grace)
-        timeline = state.timeline
-        if stalled:  # not streaming: the checkpoint timeline may lag the one the replica switched to
-            timeline = max(t for t in (timeline, sb.newest_history_timeline(self.pg.data_dir), 0) if t is not None)
-        return PgView(
-            running=state.running,
-            in_recovery=state.in_recovery,
-            timeline=timeline or state.timeline,
-            wal_lsn=state.wal_lsn,
-            streaming=state.streaming,
-            stream_stalled=stalled,
-            upstream=node.upstream if state.running else None,
-            data_dir_empty=empty,
-            system_identifier=sysid,
-            was_primary=was_primary,
-            crashed=crashed,
-            start_failed=node.start_failed,
-            handed_over_at=node.handed_over_at,
-            replication=_replicas(state),
-            sync_names=getattr(state, "sync_names", None) if state.running else None,
-            sync_names_managed=node.sync_names is not None,
-            sync_ready_lsn=node.sync_ready_lsn,
-        )
-
-    def _controldata(self) -> dict[str, str]:
-        try:
-            return self.pg.controldata()
-        except CtlError:
-            return {}
 
     def _after_actions(self) -> None:
         """Callbacks and failsafe bookkeeping that follow an iteration's actions."""
@@ -420,12 +376,3 @@ class Agent:
             pass
 
     on_before_release: Any = None  # set by the runner: stops the REST API so peers see us as gone
-
-
-def _replicas(state: Any) -> tuple[Replica, ...]:
-    """pg_stat_replication rows of a running primary, as the HA brain sees them."""
-    if not (state.running and state.in_recovery is False):
-        return ()
-    return tuple(Replica(name=str(r.get("application_name") or ""), state=str(r.get("state") or ""),
-                         sync_state=str(r.get("sync_state") or "async"), lsn=r.get("flush_lsn"))
-                 for r in state.replication or ())
