@@ -103,7 +103,7 @@ def test_a_hung_read_answers_within_the_timeout_and_later_requests_do_not_queue(
         release.wait(5)
         return _replica_read(99 * MB)
 
-    live = LiveStatus(_observed, hang, timeout=0.2)
+    live = LiveStatus(_observed, hang, timeout=0.5)
     try:
         t0 = time.monotonic()
         assert live.status().observed_age_s is not None
@@ -111,14 +111,16 @@ def test_a_hung_read_answers_within_the_timeout_and_later_requests_do_not_queue(
         deadline = time.monotonic() + 5
         while not began and time.monotonic() < deadline:
             time.sleep(0.01)
-        time.sleep(max(0.0, began[0] + 0.25 - time.monotonic()))  # the read has now hung for over the timeout
+        time.sleep(max(0.0, began[0] + 0.6 - time.monotonic()))  # the read has now hung for over the timeout
         t0 = time.monotonic()
         assert live.status().observed_age_s is not None
         second = time.monotonic() - t0
     finally:
         release.set()
-    assert 0.15 < first < 1.0, first
-    assert second < 0.05, second  # the read under way is older than the timeout: fall back at once
+    assert 0.45 < first < 2.0, first
+    # the read under way is older than the timeout: fall back at once, not after another timeout (0.5 s); the
+    # margin is for a loaded 2-core CI machine
+    assert second < 0.3, second
 
 
 def test_concurrent_requests_share_reads_and_each_sees_a_read_that_started_after_it_arrived():
