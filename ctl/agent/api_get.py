@@ -93,8 +93,9 @@ class GetRoutes:
             cluster = self.read_cluster()
         except CtlError:
             cluster = None
-        enabled = bool(cluster and cluster.config and cluster.config.data.get("failsafe_mode") in (True, "true", "on"))
-        if cluster is not None and enabled and isinstance(cluster.failsafe, Mapping):
+        # As Patroni's code (not its docstring): 200 whenever the key holds a dict, also after failsafe_mode was
+        # switched off (the leader never deletes the key); 502 otherwise.
+        if cluster is not None and isinstance(cluster.failsafe, Mapping):
             return Response(200, dict(cluster.failsafe))
         return Response(502, error=True)
 

@@ -425,6 +425,12 @@ def test_failsafe_enabled(leader):
                                "failsafe": '{"node1":"http://127.0.0.1:8008/patroni"}'})
     r = leader.client.get("/failsafe")
     assert r.status_code == 200 and r.json() == {"node1": "http://127.0.0.1:8008/patroni"}
+    # switched off again: the stale key stays and is still served, as Patroni does
+    leader.cluster = _cluster({"failsafe": '{"node1":"http://127.0.0.1:8008/patroni"}'})
+    r = leader.client.get("/failsafe")
+    assert r.status_code == 200 and r.json() == {"node1": "http://127.0.0.1:8008/patroni"}
+    leader.cluster = _cluster({"failsafe": '"not a dict"'})
+    assert leader.client.get("/failsafe").status_code == 502
 
 
 # ------------------------------------------------------------------------------------------ metrics
