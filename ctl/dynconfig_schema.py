@@ -98,6 +98,15 @@ def _str_list(value: Any, path: str) -> str | None:
     return f"{path} must be a list of strings, got {value!r}"
 
 
+def _replica_methods(value: Any, path: str) -> str | None:
+    """hactl creates replicas (and a standby cluster's leader) with pg_basebackup only: the list must name it."""
+    problem = _str_list(value, path)
+    if problem is None and "basebackup" not in value:
+        return (f"{path}: hactl creates replicas only with 'basebackup'; {value!r} does not include it "
+                "(other methods, e.g. a restore from a backup tool, are not supported)")
+    return problem
+
+
 def _mapping(value: Any, path: str) -> str | None:
     return None if isinstance(value, Mapping) else f"{path} must be a mapping, got {value!r}"
 
@@ -170,7 +179,7 @@ POSTGRESQL_LOCAL_ONLY = ("listen", "connect_address", "proxy_address", "data_dir
                          "pgpass", "authentication", "callbacks", "create_replica_methods", "bin_name")
 
 STANDBY_CLUSTER: dict[str, Callable[[Any, str], str | None]] = {
-    "host": _str, "port": _int_check(1), "primary_slot_name": _str, "create_replica_methods": _str_list,
+    "host": _str, "port": _int_check(1), "primary_slot_name": _str, "create_replica_methods": _replica_methods,
     "restore_command": _str, "archive_cleanup_command": _str, "recovery_min_apply_delay": _int_or_str,
     "leader_tag": _str, "nofailover": _bool,
 }

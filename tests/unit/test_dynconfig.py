@@ -110,3 +110,18 @@ def test_member_slots_ttl_is_a_duration(value, ok):
 def test_primary_start_timeout_and_its_old_spelling_are_seconds():
     assert validate_dynamic_config({**BASE, "primary_start_timeout": 0, "master_start_timeout": 30}) == []
     assert validate_dynamic_config({**BASE, "primary_start_timeout": -1})
+
+
+@pytest.mark.parametrize("methods, problem", [
+    (["basebackup"], None),
+    (["wal_e", "basebackup"], None),
+    (["pgbackrest"], "standby_cluster.create_replica_methods: hactl creates replicas only with 'basebackup'"),
+    ("basebackup", "standby_cluster.create_replica_methods must be a list of strings"),
+])
+def test_standby_cluster_replica_methods_must_include_basebackup(methods, problem):
+    found = validate_dynamic_config({"standby_cluster": {"host": "10.0.0.5", "port": 5432,
+                                                         "create_replica_methods": methods}})
+    if problem is None:
+        assert not [p for p in found if "create_replica_methods" in p], found
+    else:
+        assert any(p.startswith(problem) for p in found), found
