@@ -83,6 +83,22 @@ def check_timing(data: Mapping[str, Any], what: str) -> tuple[int, int, int]:
     return ttl, loop_wait, retry
 
 
+def _check_standby_methods(config: Config, src: str) -> None:
+    """A standby cluster whose create_replica_methods hactl cannot run would be refused as a dynamic config later,
+    and the cluster would then run without its standby_cluster section: refuse it before anything starts.
+
+    Raises:
+        ConfigError: the list does not include basebackup.
+    """
+    from ctl.dynconfig import validate_dynamic_config
+
+    section = bootstrap_dcs(config).get("standby_cluster")
+    if isinstance(section, Mapping) and "create_replica_methods" in section:
+        for problem in validate_dynamic_config({"standby_cluster": dict(section)}):
+            if "create_replica_methods" in problem:
+                raise ConfigError(f"{src}: bootstrap.dcs.{problem}")
+
+
 def validate(config: Config) -> None:
     """Everything the agent needs, checked before anything starts.
 
@@ -100,6 +116,7 @@ def validate(config: Config) -> None:
     if not config.postgresql.data_dir:
         raise ConfigError(f"{src}: 'postgresql.data_dir' is required")
     check_timing(bootstrap_dcs(config), f"{src}: bootstrap.dcs")
+    _check_standby_methods(config, src)
     basebackup_options(config)
     initdb = config.bootstrap.get("initdb")
     if initdb is not None and not isinstance(initdb, list):

@@ -125,3 +125,14 @@ def test_primary_start_timeout_and_member_slots_ttl_from_the_dynamic_config():
     assert (s.primary_start_timeout, s.member_slots_ttl) == (0, 1800)
     s = st.ha_settings(cfg(), DynamicConfig({"ttl": 30, "primary_start_timeout": 20, "master_start_timeout": 0}))
     assert (s.primary_start_timeout, s.member_slots_ttl) == (20, 1800)
+
+
+def test_a_standby_cluster_without_basebackup_is_refused_before_anything_starts():
+    dcs = {**GOOD["bootstrap"]["dcs"], "standby_cluster": {"host": "10.0.0.5", "port": 5432,
+                                                          "create_replica_methods": ["pgbackrest"]}}
+    with pytest.raises(ConfigError) as err:
+        st.validate(cfg(bootstrap={"dcs": dcs}))
+    assert str(err.value).startswith("node1.yml: bootstrap.dcs.standby_cluster.create_replica_methods: hactl creates "
+                                     "replicas only with 'basebackup'")
+    dcs["standby_cluster"]["create_replica_methods"] = ["pgbackrest", "basebackup"]
+    st.validate(cfg(bootstrap={"dcs": dcs}))
