@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -387,11 +388,21 @@ def test_query_as_the_configured_superuser_and_sql_errors(cluster: AgentCluster,
     watcher = subprocess.Popen([sys.executable, "-m", "ctl", "-c", cluster.nodes["node1"].config_path, "query",
                                 "-w", "0.2", "-c", "SELECT 7 AS seven"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, cwd=REPO, env=clean_env())
+    seen = ""
     try:
-        time.sleep(1.5)
+        # Ctrl-C once two rounds were printed (on a loaded machine the start alone can take over a second)
+        deadline = time.monotonic() + 30
+        while seen.count("seven\n7\n") < 2 and time.monotonic() < deadline:
+            ready, _, _ = select.select([watcher.stdout], [], [], 0.5)
+            if ready:
+                line = watcher.stdout.readline()
+                if not line:
+                    break
+                seen += line
     finally:
         watcher.send_signal(signal.SIGINT)
         stdout, _ = watcher.communicate(timeout=10)
+    stdout = seen + stdout
     assert watcher.returncode == 0 and stdout.count("seven\n7\n") >= 2, stdout
 
 
