@@ -7,7 +7,7 @@ that lags past `maximum_lag_on_failover`, is tagged nofailover, or is behind a r
 
 from __future__ import annotations
 
-from ctl.ha import eligibility, failsafe, standby, sync
+from ctl.ha import eligibility, failsafe, quorum, standby, sync
 from ctl.ha.actions import Action, Decision, Kind, act
 from ctl.ha.state import Observation
 from ctl.model import lsn_to_str
@@ -257,6 +257,12 @@ def _election(obs: Observation) -> Decision:
             f"no leader; not eligible: lag {optime - pg.wal_lsn} bytes exceeds maximum_lag_on_failover "
             f"{s.maximum_lag_on_failover} (last leader optime {lsn_to_str(optime)}, mine {lsn_to_str(pg.wal_lsn)})"
         )
+    if sync.quorum_race(obs):
+        problem = quorum.race_problem(obs)
+        if problem:
+            return _d(f"no leader; not promoting: {problem}")
+        return _d(f"no leader: acquiring leader lock with the quorum's votes (at {lsn_to_str(pg.wal_lsn)})",
+                  act(Kind.ACQUIRE_LOCK), *_promote(obs), act(Kind.UPDATE_STATUS), act(Kind.CREATE_SLOTS))
     for peer in sorted(obs.peers.values(), key=lambda p: p.name):
         if peer.name == obs.name or not peer.reachable or peer.nofailover:
             continue

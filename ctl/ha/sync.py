@@ -34,8 +34,6 @@ from ctl.model import SyncState
 PLACEHOLDER = "__patroni_strict_sync_replica_placeholder__"
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z_0-9$]*$")
 _RANK = {"sync": 3, "quorum": 3, "potential": 2}
-QUORUM_UNSUPPORTED = ("synchronous_mode quorum is not implemented by hactl agents yet: replicating asynchronously "
-                      "(set synchronous_mode: on for zero acknowledged loss)")
 
 
 # ------------------------------------------------------------------------------------ formats (Patroni's strings)
@@ -189,19 +187,21 @@ def _ready(obs: Observation, row: Replica, voters: frozenset[str]) -> bool:
 def primary_actions(obs: Observation) -> tuple[list[Action], str]:
     """The leader's sync steps for this loop (after the lock is renewed), and a note for the log ('' if steady).
 
-    `quorum` is not implemented yet: the leader runs as with synchronous mode off and says so in its log.
+    Quorum mode: ctl/ha/quorum.py.
     """
     s, pg, me = obs.settings, obs.pg, obs.name
     cluster = obs.cluster
     assert cluster is not None
-    if s.synchronous_mode in ("off", "quorum"):
+    if s.synchronous_mode == "quorum":
+        from ctl.ha import quorum  # quorum builds on this module's formats
+
+        return quorum.primary_actions(obs)
+    if s.synchronous_mode == "off":
         acts: list[Action] = []
         if cluster.sync is not None:
             acts.append(act(Kind.DELETE_SYNC))
         if pg.sync_names_managed:
             acts.append(_set_names(None))
-        if s.synchronous_mode == "quorum":  # not implemented: say so on every change, never pretend
-            return acts, QUORUM_UNSUPPORTED
         return acts, "synchronous mode off: removing the sync key" if acts else ""
     if pg.sync_names is None:  # the probe could not read it: decide nothing on a partial view
         return [], ""
@@ -257,6 +257,10 @@ def prepromote_actions(obs: Observation) -> list[Action]:
     synchronous_standby_names waits for those, or the placeholder (strict), or nobody.
     """
     s, me = obs.settings, obs.name
+    if s.synchronous_mode == "quorum":
+        from ctl.ha import quorum
+
+        return quorum.prepromote_actions(obs)
     if s.synchronous_mode != "on":
         return []
     sync = _sync(obs)
@@ -272,6 +276,10 @@ def start_primary_actions(obs: Observation) -> list[Action]:
     acknowledged by this node alone while the key still lets another member be promoted.)
     """
     s = obs.settings
+    if s.synchronous_mode == "quorum":
+        from ctl.ha import quorum
+
+        return quorum.start_primary_actions(obs)
     if s.synchronous_mode != "on":
         return []
     voters = _voters(obs)
@@ -292,6 +300,11 @@ def promote_problem(obs: Observation) -> str | None:
         return None
     listed = ", ".join(sync.sync_standby) or "no member"
     return f"not a synchronous standby (the sync key lists {listed}; only they hold every acknowledged commit)"
+
+
+def quorum_race(obs: Observation) -> bool:
+    """The election follows the quorum rules (ctl/ha/quorum.py race_problem): quorum mode with a sync key."""
+    return obs.settings.synchronous_mode == "quorum" and _sync(obs) is not None
 
 
 def race_peer(obs: Observation, name: str) -> bool:

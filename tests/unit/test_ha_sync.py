@@ -224,10 +224,3 @@ def test_an_async_replica_ahead_does_not_block_the_sync_standby() -> None:
     peers = {"node3": PeerView("node3", reachable=True, wal_lsn=LSN + 100)}
     d = decide(obs(REPLICA, cluster(leader=None, sync_key=key("node1", "node2")), name="node2", peers=peers))
     assert Kind.PROMOTE in d.kinds, d.reason
-
-
-def test_quorum_is_not_pretended_the_leader_says_it_replicates_asynchronously() -> None:
-    o = obs(primary(names="node2"), cluster(sync_key=key(ME, "node2")), replace(ON, synchronous_mode="quorum"))
-    acts, note = sync.primary_actions(o)
-    assert [a.kind for a in acts] == [Kind.DELETE_SYNC, Kind.SET_SYNC_NAMES] and "not implemented" in note
-    assert sync.prepromote_actions(o) == [] and sync.promote_problem(o) is None
