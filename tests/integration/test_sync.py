@@ -248,3 +248,110 @@ def test_node_count_2_then_off_then_on_each_within_a_few_loops(cluster: AgentClu
              what="sync key deleted and synchronous_standby_names restored")
     edit(cluster, "synchronous_mode=true")
     assert agree(cluster)[0] == leader
+
+
+# ----------------------------------------------------------------------------------------------- quorum
+
+
+def quorum_state(c: AgentCluster) -> tuple[str, dict, str]:
+    leader = c.leader() or ""
+    return leader, sync_key(c), sync_names(c, leader) if leader else ""
+
+
+def quorum_steady(c: AgentCluster, q: int, n: int) -> tuple[str, list[str]]:
+    """The leader and its standbys once the key lists both standbys with quorum q and the GUC is ANY n of them."""
+    state: dict = {}
+
+    def ok() -> bool:
+        leader, key, names = quorum_state(c)
+        others = sorted(set(c.nodes) - {leader})
+        state.update(leader=leader, others=others, key=key, names=names)
+        return (key.get("leader") == leader and key.get("sync_standby") == ",".join(others)
+                and key.get("quorum") == q and names == f"ANY {n} ({','.join(others)})")
+
+    wait_for(ok, timeout=40, interval=0.2, what=f"quorum {q} and ANY {n} ({state})")
+    return state["leader"], state["others"]
+
+
+@pytest.fixture
+def quorum_mode(cluster: AgentCluster, synced):
+    edit(cluster, "synchronous_mode=quorum")
+    try:
+        yield quorum_steady(cluster, 1, 1)
+    finally:
+        edit(cluster, "synchronous_mode=true", "synchronous_node_count=1")
+        for name, node in cluster.nodes.items():
+            if node.proc is None or node.proc.poll() is not None:
+                cluster.start(name)
+        cluster.wait_healthy(timeout=120)
+        agree(cluster)
+
+
+def test_quorum_roles_rest_list_and_node_count(cluster: AgentCluster, quorum_mode):
+    leader, standbys = quorum_mode
+    # hactl list and real patronictl show the same Quorum Standby roles
+    ours = hactl(cluster, "list", "-f", "json")
+    assert ours.returncode == 0, ours.stderr
+    rows = {r["Member"]: r["Role"] for r in json.loads(ours.stdout)}
+    assert rows == {leader: "Leader", **{s: "Quorum Standby" for s in standbys}}
+    theirs = subprocess.run([patronictl_exe(), "-c", cluster.nodes["node1"].config_path, "list", "-f", "json"],
+                            capture_output=True, text=True, timeout=60, env=clean_env())
+    assert theirs.returncode == 0, theirs.stderr
+    assert {r["Member"]: r["Role"] for r in json.loads(theirs.stdout)} == rows
+    for s in standbys:
+        wait_for(lambda s=s: cluster.rest(s, "/quorum")[0] == 200, timeout=5, what=f"GET /quorum 200 on {s}")
+        assert cluster.rest(s, "/read-only-quorum")[0] == 200 and cluster.rest(s, "/sync")[0] == 503
+    assert cluster.rest(leader, "/quorum")[0] == 503 and cluster.rest(leader, "/read-only-quorum")[0] == 200
+    roles = {m["name"]: m["role"] for m in cluster.rest(leader, "/cluster")[1]["members"]}
+    assert roles == {leader: "leader", **{s: "quorum_standby" for s in standbys}}
+
+    # W=2: ANY 2 before the key lowers its quorum to 0; never quorum 0 while a single standby acknowledges
+    seen: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            _, key, names = quorum_state(cluster)
+            seen.append((key.get("quorum"), names))
+            time.sleep(0.02)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        edit(cluster, "synchronous_node_count=2")
+        quorum_steady(cluster, 0, 2)
+    finally:
+        stop.set()
+        poller.join()
+    assert (0, f"ANY 1 ({','.join(standbys)})") not in seen, seen
+    assert seen[-1] == (0, f"ANY 2 ({','.join(standbys)})")
+    edit(cluster, "synchronous_node_count=1")
+    quorum_steady(cluster, 1, 1)
+
+
+def test_quorum_crash_under_writers_loses_nothing_and_the_old_leader_votes_again(cluster: AgentCluster,
+                                                                               quorum_mode):
+    leader, standbys = quorum_mode
+    with Writers(cluster, n=4, id_base=(int(time.time()) % 10**6) * 10**10 + 5 * 10**9) as w:
+        wait_for(lambda: w.count() > 200, timeout=20, what=f"writes acknowledged ({w.errors()})")
+        cluster.crash(leader)
+        crashed_at = time.monotonic()
+        wait_for(lambda: cluster.leader() not in (None, leader) and cluster.writable(cluster.leader()),
+                 timeout=60, what="a new leader")
+        new = cluster.leader()
+        before = w.count()
+        wait_for(lambda: w.count() > before + 100, timeout=30, what="writes on the new leader")
+    assert new in standbys
+    assert not missing(cluster, new, w.acked()), "acknowledged writes lost"
+    assert w.gap(crashed_at) is not None
+    # before it promoted, the new leader waited for a set that includes the former leader
+    with open(cluster.nodes[new].log_path, encoding="utf-8") as f:
+        log = f.read()
+    promote = log.rindex("promoting PostgreSQL")
+    before_promote = log[:promote]
+    names = before_promote[before_promote.rindex("synchronous_standby_names = "):].splitlines()[0]
+    assert f"ANY 1 (" in names and leader in names, names
+    cluster.start(leader)
+    cluster.wait_healthy(timeout=120)
+    now, voters = quorum_steady(cluster, 1, 1)
+    assert now == new and leader in voters
