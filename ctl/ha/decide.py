@@ -306,8 +306,10 @@ def _situation(obs: Observation) -> eligibility.Situation:
     assert c is not None
     action = "switchover" if obs.failover is None or obs.failover.leader else "failover"
     sync_standbys = frozenset(c.sync.sync_standby) if c.sync and c.sync.leader == obs.name else frozenset()
+    quorum_q = (c.sync.quorum or 0) if c.sync and c.sync.leader == obs.name else 0
     return eligibility.Situation(action, obs.name, obs.pg.wal_lsn or 0, obs.settings.maximum_lag_on_failover,
-                                 obs.pg.timeline, obs.settings.synchronous_mode, sync_standbys)
+                                 obs.pg.timeline, obs.settings.synchronous_mode, sync_standbys,
+                                 candidate=obs.failover.member if obs.failover else None, quorum=quorum_q)
 
 
 def _candidate(obs: Observation, name: str) -> eligibility.Candidate:
@@ -355,6 +357,9 @@ def _leader_switchover(obs: Observation) -> Decision:
     if not good:
         why = "; ".join(problems) if problems else "the cluster has no other members"
         return _refuse(f"no good candidates ({why})", *keep)
+    short = eligibility.quorum_shortfall(_situation(obs), len(good))
+    if short:
+        return _refuse(short, *keep)
     best = sorted(good)[0][2]
     return _d(f"switchover: stepping down for the healthiest candidate {best}", act(Kind.STEP_DOWN, best))
 

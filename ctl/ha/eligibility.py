@@ -45,6 +45,7 @@ class Situation:
     paused: bool = False
     candidate: str | None = None  # the member asked for by name, if any
     scheduled_at: str | None = None  # a switchover already scheduled in the failover key (not this request)
+    quorum: int = 0  # the sync key's quorum (quorum mode: Q+1 healthy quorum standbys to go without a candidate)
     extra: Mapping[str, Any] = field(default_factory=dict)  # room for rules that need more (e.g. quorum numbers)
 
 
@@ -112,13 +113,25 @@ def rule_lag(s: Situation, c: Candidate) -> str | None:
 
 
 def rule_sync(s: Situation, c: Candidate) -> str | None:
-    """In synchronous_mode on, only a listed sync standby may take over by switchover (Patroni's `is_eligible`: "in
-    synchronous mode we allow failover (not switchover!) to async node"; the CLI asks for a confirmation then).
-    Quorum mode: not judged here yet (ctl/ha/sync.py owns its rules)."""
-    if s.synchronous_mode != "on" or s.action == "failover" or c.name in s.sync_standbys:
+    """In synchronous_mode on and quorum, only a listed sync (quorum) standby may take over by switchover
+    (Patroni's `is_eligible`: "in synchronous mode we allow failover (not switchover!) to async node"; the CLI
+    asks for a confirmation then). The election's quorum votes are ctl/ha/quorum.py `race_problem`."""
+    if s.synchronous_mode not in ("on", "quorum") or s.action == "failover" or c.name in s.sync_standbys:
         return None
     listed = ", ".join(sorted(s.sync_standbys)) or "none"
+    if s.synchronous_mode == "quorum":
+        return f"is not a quorum standby (synchronous_mode quorum; quorum standbys: {listed})"
     return f"is not a synchronous standby (synchronous_mode {s.synchronous_mode}; sync standbys: {listed})"
+
+
+def quorum_shortfall(s: Situation, good: int) -> str | None:
+    """Patroni's `is_failover_possible` in quorum mode: with no candidate named, the leader steps down only while
+    quorum+1 quorum standbys are healthy (any set that can elect a leader then holds every acknowledged commit).
+    A named candidate ignores it (#3307, #3310)."""
+    if s.synchronous_mode != "quorum" or s.candidate or s.action == "election" or good >= s.quorum + 1:
+        return None
+    return (f"quorum requirement {s.quorum} cannot be reached: {good} healthy quorum standby"
+            f"{'s' if good != 1 else ''}, {s.quorum + 1} needed")
 
 
 def rule_paused(s: Situation, c: Candidate) -> str | None:
@@ -210,6 +223,9 @@ def choose(s: Situation, candidates: list[Candidate]) -> Choice:
     if not good:
         bad = [f"{v.name} " + "; ".join(v.reasons) for v in verdicts if v.reasons != ("is the current leader",)]
         return Choice(None, "no good candidates: " + ("; ".join(bad) if bad else "no other members"), verdicts)
+    short = quorum_shortfall(s, sum(1 for c in good if c.name in s.sync_standbys))
+    if short:
+        return Choice(None, short, verdicts)
     best = sorted(good, key=rank_key)[0]
     why = _why(s, best, good)
     return Choice(best.name, why, verdicts)

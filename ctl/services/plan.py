@@ -78,7 +78,8 @@ def situation(cluster: Cluster, action: str, candidate: str | None,
     scheduled = fo.scheduled_at if fo is not None and not fo.is_empty and fo.scheduled_at else None
     max_lag = cluster.config.maximum_lag_on_failover if cluster.config else 1048576
     return el.Situation(action, leader, leader_lsn, int(max_lag), leader_tl, cluster.synchronous_mode,
-                        cluster.sync_standbys, cluster.is_paused, candidate, scheduled)
+                        cluster.sync_standbys, cluster.is_paused, candidate, scheduled,
+                        quorum=(cluster.sync.quorum or 0) if cluster.sync is not None else 0)
 
 
 def evaluate(cluster: Cluster, action: str, candidate: str | None, statuses: Mapping[str, Any]) -> PlanReport:

@@ -285,3 +285,23 @@ def test_who_may_promote_in_quorum_mode(sync_key, me, peers, promotes) -> None:
     assert (Kind.PROMOTE in d.kinds) == promotes, d.reason
     if promotes:
         assert d.kinds.index(Kind.SET_SYNC_NAMES) < d.kinds.index(Kind.PROMOTE)
+
+
+# ------------------------------------------------------------------------------------------ switchover
+
+
+def test_a_switchover_goes_only_to_a_quorum_standby_and_needs_quorum_plus_one_healthy():
+    from ctl.ha import eligibility as el
+
+    cands = [el.Candidate(n, member(n), True, wal_lsn=LSN) for n in ("node2", "node3")]
+    s = el.Situation("switchover", ME, LSN, synchronous_mode="quorum", sync_standbys=frozenset({"node2", "node3"}),
+                     quorum=1)
+    assert el.choose(s, cands).chosen == "node2"
+    down = [cands[0], el.Candidate("node3", member("node3"), reachable=False)]
+    assert el.choose(s, down).chosen is None
+    assert "quorum requirement 1 cannot be reached: 1 healthy quorum standby, 2 needed" in el.choose(s, down).why
+    assert el.choose(replace(s, candidate="node2"), down).chosen == "node2"  # a named candidate: #3307/#3310
+    s1 = replace(s, sync_standbys=frozenset({"node2"}), quorum=0)
+    assert el.choose(replace(s1, candidate="node3"), cands).chosen is None
+    assert "is not a quorum standby" in el.choose(replace(s1, candidate="node3"), cands).why
+    assert el.choose(replace(s1, action="failover", candidate="node3"), cands).chosen == "node3"
