@@ -218,7 +218,9 @@ synchronous standby's flush, and only that standby (listed in the \fBsync\fR key
 acknowledged commit is lost, at the cost of one standby round trip per commit; without a standby the primary falls
 back to asynchronous, unless \fBsynchronous_mode_strict\fR is true, where commits wait instead.
 A commit whose synchronous wait was cancelled (\fBstatement_timeout\fR, \fBpg_cancel_backend\fR) is reported
-with a WARNING and is not protected. \fBquorum\fR is not implemented by the agent yet.
+with a WARNING and is not protected. With \fBsynchronous_mode: quorum\fR the primary waits for any
+\fBsynchronous_node_count\fR of its standbys (\fBANY n (...)\fR) and a replica is promoted only with the
+votes of a quorum of the \fBsync\fR key's members.
 TLS settings come from the configuration only, never from \fBSSL_CERT_FILE\fR or \fBREQUESTS_CA_BUNDLE\fR;
 without a \fBcacert\fR the system store is used.
 Passwords never appear in output or error messages.
