@@ -128,10 +128,16 @@ def _task_in_progress(obs: Observation) -> Decision:
 
 
 def failover_possible(obs: Observation) -> bool:
-    """Some other member could take over: it runs, has a conn_url and is not tagged nofailover."""
+    """Some other member could take over: it runs, has a conn_url and is not tagged nofailover. In quorum mode
+    (Patroni's `is_failover_possible`): quorum+1 such members of the sync key, or none could gather the votes."""
     assert obs.cluster is not None
-    return any(m.name != obs.name and m.state == "running" and m.conn_url and not m.nofailover
-               for m in obs.cluster.members)
+    able = [m.name for m in obs.cluster.members
+            if m.name != obs.name and m.state == "running" and m.conn_url and not m.nofailover]
+    if sync.quorum_race(obs):
+        key = obs.cluster.sync
+        assert key is not None
+        return sum(1 for n in able if n in key.sync_standby) >= (key.quorum or 0) + 1
+    return bool(able)
 
 
 def _running_member(obs: Observation, name: str | None) -> bool:

@@ -305,3 +305,14 @@ def test_a_switchover_goes_only_to_a_quorum_standby_and_needs_quorum_plus_one_he
     assert el.choose(replace(s1, candidate="node3"), cands).chosen is None
     assert "is not a quorum standby" in el.choose(replace(s1, candidate="node3"), cands).why
     assert el.choose(replace(s1, action="failover", candidate="node3"), cands).chosen == "node3"
+
+
+def test_a_crashed_quorum_primary_hands_over_only_when_a_quorum_can_elect():
+    from ctl.ha.decide import failover_possible
+
+    down = PgView(running=False, data_dir_empty=False, system_identifier="42", was_primary=True, crashed=True)
+    s0 = replace(QUORUM, primary_start_timeout=0)
+    assert failover_possible(obs(down, cluster(sync_key=key(ME, "node2", "node3", q=1)), s0))
+    assert not failover_possible(obs(down, cluster(sync_key=key(ME, "node2", q=1 + 1)), s0))
+    assert not failover_possible(obs(down, cluster(sync_key=key(ME, "node2", "node3", q=1),
+                                                   tags={"node3": {"nofailover": True}}), s0))
