@@ -111,8 +111,6 @@ def test_the_invariant() -> None:
 
 # ------------------------------------------------------------------------------------------ property test
 
-NODES = "bcdef"
-
 
 def _steady(x: QuorumInput) -> bool:
     n = min(x.wanted, len(x.active))
@@ -121,13 +119,20 @@ def _steady(x: QuorumInput) -> bool:
 
 @pytest.mark.parametrize("seed", range(40))
 def test_random_walks_keep_the_invariant_after_every_step_and_converge(seed: int) -> None:
-    """Members come and go, W changes, confirmations lag, and a loop may be cut short after any step: every
-    single write keeps `|V' u S'| <= Q + N + 1` and one set inside the other, and with inputs held still the
+    """Members come and go, W changes, confirmations lag, leaders fail over (prepromote's GUC, then the new
+    leader's resolver), and a loop may be cut short after any step: every single write keeps `|V' u S'| <= Q + N + 1` and one set inside the other, and with inputs held still the
     state reaches S = V = A, N = min(W, |A|), Q = |A| - N within a few loops."""
     rnd = random.Random(seed)
     x = QuorumInput("a", 0, S(), 0, S(), 0, S(), 1, "a")
     for _ in range(60):
-        active = S(n for n in NODES if rnd.random() < 0.6)
+        if x.voters and rnd.random() < 0.2:  # the leader dies; a member wins the race and writes the GUC first
+            me = rnd.choice(sorted(x.voters) + [n for n in "abcdef" if n not in x.voters and n != x.leader])
+            acts = quorum.prepromote_actions(Observation(
+                me, 0.0, QUORUM, PgView(), cluster(leader=None, sync_key=key(x.leader, *x.voters, q=x.quorum))))
+            parsed = sync.parse_standby_names(acts[0].target)
+            x = replace(x, me=me, numsync=parsed.num if parsed.names else 0, sync=parsed.names, confirmed=0)
+            assert violation(x.leader, x.quorum, x.voters, x.numsync, x.sync, x.me) is None, x
+        active = S(n for n in "abcdef" if n != x.me and rnd.random() < 0.6)
         x = replace(x, active=active, wanted=rnd.choice([1, 1, 2, 3]))
         for loop in range(8):
             steps, note = resolve(replace(x, confirmed=rnd.randint(0, len(x.sync & x.active))))
