@@ -328,6 +328,12 @@ def test_quorum_roles_rest_list_and_node_count(cluster: AgentCluster, quorum_mod
     edit(cluster, "synchronous_node_count=1")
     quorum_steady(cluster, 1, 1)
 
+    # a switchover goes to a quorum standby; the former leader becomes a voter
+    proc = hactl(cluster, "switchover", "--force")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    new, voters = quorum_steady(cluster, 1, 1)
+    assert new in standbys and leader in voters
+
 
 def test_quorum_crash_under_writers_loses_nothing_and_the_old_leader_votes_again(cluster: AgentCluster,
                                                                                quorum_mode):
