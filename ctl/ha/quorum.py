@@ -49,7 +49,7 @@ class QuorumInput:
     voters: frozenset[str]  # the key's V
     numsync: int  # the GUC's N
     sync: frozenset[str]  # the GUC's S
-    confirmed: int  # how many of S are confirmed
+    confirmed: int | None  # how many of S are confirmed (None: not known, after a restart or a promotion)
     active: frozenset[str]  # A: the candidates streaming now
     wanted: int  # W: synchronous_node_count
     me: str  # this node, the leader wanted
@@ -89,11 +89,36 @@ class _Plan:
     wanted: int
     me: str
     steps: list[Step] = field(default_factory=list)
+    # every GUC value in effect earlier in this loop: commits they acknowledged are on no confirmed member yet
+    earlier: list[tuple[int, frozenset[str]]] = field(default_factory=list)
+    known: int | None = None  # confirmed members of s0, the GUC's names at the start of the loop (None: unknown)
+    s0: frozenset[str] = frozenset()
+    s0_leader: str = ""  # the key's leader at the start of the loop
 
     def check(self) -> None:
         why = violation(self.leader, self.q, self.v, self.n, self.s, self.me)
         if why:
             raise _Unsafe(why)
+
+    def floor(self, v: frozenset[str]) -> int:
+        """The least Q that keeps commits acknowledged before this loop's first GUC value: only confirmed members
+        (live ones of that value, caught up with its change) are known to hold them, so the voters that are not
+        must not elect a leader on their own. Patroni raises Q by the unconfirmed count only when adding."""
+        if self.s0_leader != self.me or self.known is None or not v:
+            return 0
+        return len(v) - max(0, self.known - len((self.s0 & self.active) - v))
+
+    def check_earlier(self) -> None:
+        """Commits acknowledged before this write must stay covered, else wait for the next loop (where the
+        standbys confirm against the value written now). Values of the GUC earlier in this loop: the same overlap.
+        Values before the loop: only the confirmed members (caught up with the last change) are known to hold
+        them, so at least |V| - Q voters must be confirmed ones (Patroni checks neither when it removes members)."""
+        if self.s0_leader != self.me or self.known is None:
+            return  # right after a promotion or a restart: Patroni's inference from the quorum
+        for n, s in self.earlier:
+            vp, sp = self.v | {self.leader}, s | {self.me}
+            if self.v and len(vp | sp) > self.q + n + 1:
+                raise _Stop()
 
     def key(self, q: int, v: frozenset[str], *, leader: str | None = None, adjust: bool = True) -> None:
         """Write the key. Unless the leader changes: an unconfirmed GUC member raises Q (it may lack older
@@ -107,6 +132,7 @@ class _Plan:
             q, v = 0, frozenset()
         elif adjust:
             q += max(self.n - self.confirmed, 0)
+        q = max(q, self.floor(v))
         if (self.leader, q, v) == before:
             if self.v:
                 return
@@ -115,11 +141,13 @@ class _Plan:
             raise _Stop()  # the unconfirmed ones would leave no quorum: wait until they confirm
         self.q, self.v = q, v
         self.check()
+        self.check_earlier()
         self.steps.append(Step("key", self.leader, q, v))
 
     def guc(self, n: int, s: frozenset[str]) -> None:
         if n < 0 or n > len(s):
             raise _Unsafe(f"ANY {n} of {len(s)} names")
+        self.earlier.append((self.n, self.s))
         self.n, self.s = n, s
         self.check()
         self.steps.append(Step("guc", self.leader, n, s))
@@ -132,6 +160,7 @@ class _Plan:
         if not self.s:
             self.guc(len(v) - self.q, v)
         self.key(self.q, v, leader=self.me)
+        self.earlier = []  # as a replica this node acknowledged nothing
         if not (self.s & self.active):
             raise _Stop()  # right after a promotion: give the replicas a loop to reconnect
 
@@ -148,8 +177,9 @@ class _Plan:
         elif self.s > self.v:  # the GUC grew first (it was empty), or the GUC shrinks after the key
             dead = self.s - self.active
             kept = self.s - dead
-            if dead and kept and (not self.v or kept & self.v):
-                self.guc(min(self.n, len(kept)), kept)
+            if dead and kept and (not self.v or kept & self.v) and \
+                    violation(self.leader, self.q, self.v, min(self.n, len(kept)), kept, self.me) is None:
+                self.guc(min(self.n, len(kept)), kept)  # (Patroni tries it even when unsafe, and stops there)
             join = (self.s - self.v) & self.active
             if join:
                 v = self.v | join
@@ -230,8 +260,8 @@ def merged(steps: list[Step]) -> list[Step]:
 
 def resolve(x: QuorumInput) -> tuple[list[Step], str]:
     """The ordered writes for this loop, and a note ('' when steady; the reason when the plan stopped early)."""
-    p = _Plan(x.leader, x.quorum, x.voters, min(x.numsync, len(x.sync)), x.sync, x.confirmed, x.active,
-              x.wanted, x.me)
+    p = _Plan(x.leader, x.quorum, x.voters, min(x.numsync, len(x.sync)), x.sync, x.confirmed or 0, x.active,
+              x.wanted, x.me, known=x.confirmed, s0=x.sync, s0_leader=x.leader)
     note = ""
     try:
         if x.me != x.leader:
@@ -241,7 +271,9 @@ def resolve(x: QuorumInput) -> tuple[list[Step], str]:
             if why:
                 note = f"repairing the sync key: {why}"
                 p.key(len(p.s) - p.n, p.s)
-        if p.confirmed == 0 and p.s & p.active:  # after a restart or a failover: infer from the quorum
+        if x.confirmed is None and p.s & p.active:
+            # not known (after a restart or a promotion): as Patroni, infer it from the quorum. Patroni does so
+            # whenever nobody is confirmed; hactl knows when that is a fact, and then waits for confirmations.
             p.confirmed = min(len(p.s & p.active), len(p.v) - p.q)
         p.repair()
         p.remove_gone()
@@ -287,10 +319,10 @@ def active(obs: Observation) -> list[str]:
     return picked
 
 
-def _confirmed(obs: Observation, names: frozenset[str]) -> int:
+def _confirmed(obs: Observation, names: frozenset[str]) -> int | None:
     ready_at = obs.pg.sync_ready_lsn
     if ready_at is None:
-        return 0
+        return None
     return sum(1 for r in obs.pg.replication if r.name in names and r.sync_state in ("quorum", "sync")
                and r.lsn is not None and r.lsn >= ready_at)
 

@@ -56,20 +56,13 @@ ROWS = [
      [("sync", A, 1, set("bc")), ("quorum", A, 2, set("bcd")), ("sync", A, 1, set("bcd"))]),
     ((A, 1, "bc", 1, "b", 1, "bc", 2), [("sync", A, 2, set("bc"))]),
     # remove nodes, raise and lower W
-    ((A, 2, "bcde", 2, "bcde", 2, "bc", 2), [("sync", A, 2, set("bc")), ("quorum", A, 0, set("bc"))]),
-    ((A, 2, "bcde", 2, "bcde", 2, "bc", 1),
-     [("sync", A, 2, set("bc")), ("quorum", A, 1, set("bc")), ("sync", A, 1, set("bc"))]),
     ((A, 1, "bcde", 3, "bcde", 2, "bc", 1),
      [("sync", A, 3, set("bcd")), ("quorum", A, 1, set("bc")), ("sync", A, 1, set("bc"))]),
     ((A, 2, "bcde", 2, "bcde", 2, "bcde", 3), [("sync", A, 3, set("bcde"))]),
     ((A, 2, "bcde", 3, "bcde", 3, "bcde", 3), [("quorum", A, 1, set("bcde"))]),
     ((A, 2, "bcde", 2, "bcde", 2, "bcdef", 1), [("quorum", A, 4, set("bcdef")), ("sync", A, 1, set("bcdef"))]),
-    ((A, 2, "bcde", 2, "bcde", 2, "bcd", 3), [("sync", A, 3, set("bcd")), ("quorum", A, 1, set("bcd"))]),
     ((A, 1, "bcdef", 4, "bcdef", 2, "bcd", 2),
      [("sync", A, 4, set("bcde")), ("quorum", A, 1, set("bcd")), ("sync", A, 2, set("bcd"))]),
-    ((A, 1, "bcdef", 4, "bcde", 2, "bcdg", 2),
-     [("quorum", A, 1, set("bcd")), ("sync", A, 3, set("bcd")), ("quorum", A, 2, set("bcdg")),
-      ("sync", A, 2, set("bcdg"))]),
     ((A, 2, "bcdef", 4, "bcdef", 3, "bcdef", 2), [("quorum", A, 3, set("bcdef")), ("sync", A, 2, set("bcdef"))]),
     # a nosync (or gone) member leaves; a swap
     ((A, 0, "bc", 2, "bc", 1, "b", 2), [("quorum", A, 0, set("b")), ("sync", A, 1, set("b"))]),
@@ -86,18 +79,43 @@ def test_transitions_match_patroni(args, expected) -> None:
     assert run(*args) == expected
 
 
+# Where hactl waits a loop and Patroni does not: after removing members from the GUC, Patroni lowers the quorum in
+# the same cycle, counting as confirmed standbys that caught up with the GUC's previous value only (commits the
+# removed ones acknowledged since may be on nobody else). hactl writes the GUC, and lowers the quorum next loop,
+# once the remaining standbys confirm against the new value (tests/unit/test_ha_quorum_model.py finds the loss).
+HACTL_WAITS = [
+    ((A, 2, "bcde", 2, "bcde", 2, "bc", 2), [("sync", A, 2, set("bc"))]),  # Patroni: then quorum 0 of bc
+    ((A, 2, "bcde", 2, "bc", 2, "bc", 2), [("quorum", A, 0, set("bc"))]),  # next loop, b and c confirmed
+    ((A, 2, "bcde", 2, "bc", 1, "bc", 2), [("quorum", A, 1, set("bc"))]),  # only one of them confirmed
+    ((A, 2, "bcde", 2, "bcde", 2, "bc", 1), [("sync", A, 2, set("bc"))]),  # Patroni: then quorum 1, ANY 1
+    ((A, 2, "bcde", 2, "bc", 2, "bc", 1), [("quorum", A, 1, set("bc")), ("sync", A, 1, set("bc"))]),
+    ((A, 2, "bcde", 2, "bcde", 2, "bcd", 3), [("sync", A, 3, set("bcd"))]),  # Patroni: then quorum 1
+    ((A, 2, "bcde", 3, "bcd", 3, "bcd", 3), [("quorum", A, 0, set("bcd"))]),
+    # e (in the GUC, gone) stays a voter, with the quorum kept at |V| - confirmed, until it leaves the GUC
+    ((A, 1, "bcdef", 4, "bcde", 2, "bcdg", 2),
+     [("quorum", A, 2, set("bcde")), ("sync", A, 3, set("bcd")), ("quorum", A, 2, set("bcdg")),
+      ("sync", A, 2, set("bcdg"))]),
+]
+
+
+@pytest.mark.parametrize("args,expected", HACTL_WAITS, ids=[str(r[0]) for r in HACTL_WAITS])
+def test_transitions_where_hactl_waits_for_confirmation(args, expected) -> None:
+    assert run(*args) == expected
+
+
 @pytest.mark.parametrize("args,expected", [
+    # (confirmations are not known after a promotion: None, and the quorum is trusted as Patroni does)
     # a fails, c has the votes: the GUC over the former members before the key moves the leader
-    (("a", 2, "bcd", 0, "", 0, "", 1, "c"), [("sync", "a", 1, set("abd")), ("quorum", "c", 2, set("abd"))]),
-    (("c", 2, "abd", 1, "abd", 0, "b", 1), [("sync", "c", 1, set("b")), ("quorum", "c", 0, set("b"))]),
-    (("c", 2, "abd", 1, "abd", 0, "", 1), [("quorum", "c", 0, set()), ("sync", "c", 0, set())]),
+    (("a", 2, "bcd", 0, "", None, "", 1, "c"), [("sync", "a", 1, set("abd")), ("quorum", "c", 2, set("abd"))]),
+    (("c", 2, "abd", 1, "abd", None, "b", 1), [("sync", "c", 1, set("b")), ("quorum", "c", 0, set("b"))]),
+    (("c", 2, "abd", 1, "abd", None, "", 1), [("quorum", "c", 0, set()), ("sync", "c", 0, set())]),
     # a non-voter d promoted: one more acknowledgement
-    (("a", 1, "bc", 0, "", 0, "", 1, "d"), [("sync", "a", 2, set("abc")), ("quorum", "d", 1, set("abc"))]),
-    (("d", 1, "abc", 2, "abc", 0, "bc", 1),
+    (("a", 1, "bc", 0, "", None, "", 1, "d"), [("sync", "a", 2, set("abc")), ("quorum", "d", 1, set("abc"))]),
+    (("d", 1, "abc", 2, "abc", None, "bc", 1),
      [("sync", "d", 2, set("bc")), ("quorum", "d", 1, set("bc")), ("sync", "d", 1, set("bc"))]),
     # the GUC was already written before the promotion (hactl's and Patroni's prepromote)
-    (("a", 1, "bc", 1, "ab", 0, "", 1, "c"), [("quorum", "c", 1, set("ab"))]),
-    (("c", 1, "ab", 1, "ab", 0, "b", 1), [("sync", "c", 1, set("b")), ("quorum", "c", 0, set("b"))]),
+    (("a", 1, "bc", 1, "ab", None, "", 1, "c"), [("quorum", "c", 1, set("ab"))]),
+    (("c", 1, "ab", 1, "ab", None, "b", 1), [("sync", "c", 1, set("b")), ("quorum", "c", 0, set("b"))]),
 ])
 def test_promotion_moves_the_former_leader_into_the_voters(args, expected) -> None:
     assert run(*args) == expected
@@ -216,7 +234,13 @@ def test_raising_w_writes_the_key_after_the_guc_and_lowering_it_before() -> None
     on = (row("node2"), row("node3"))
     w2 = replace(QUORUM, synchronous_node_count=2)
     assert steps(obs(primary(*on, names="ANY 1 (node2,node3)"), cluster(sync_key=key(ME, "node2", "node3", q=1)),
-                     w2)) == [("set_sync_names", "ANY 2 (node2,node3)"), kv(ME, 0, "node2,node3")]
+                     w2)) == [("set_sync_names", "ANY 2 (node2,node3)")]
+    # next loop, both confirmed against ANY 2 (Patroni lowers the quorum in the same cycle)
+    assert steps(obs(primary(*on, names="ANY 2 (node2,node3)"), cluster(sync_key=key(ME, "node2", "node3", q=1)),
+                     w2)) == [kv(ME, 0, "node2,node3")]
+    unconfirmed = (row("node2"), Replica("node3", sync_state="quorum", lsn=LSN - 1))
+    assert steps(obs(primary(*unconfirmed, names="ANY 2 (node2,node3)"),
+                     cluster(sync_key=key(ME, "node2", "node3", q=1)), w2)) == []
     assert steps(obs(primary(*on, names="ANY 2 (node2,node3)"), cluster(sync_key=key(ME, "node2", "node3")))) == \
         [kv(ME, 1, "node2,node3"), ("set_sync_names", "ANY 1 (node2,node3)")]
 
@@ -224,8 +248,8 @@ def test_raising_w_writes_the_key_after_the_guc_and_lowering_it_before() -> None
 def test_a_nosync_member_leaves_both() -> None:
     on = (row("node2"), row("node3"))
     c = cluster(sync_key=key(ME, "node2", "node3", q=1), tags={"node3": {"nosync": True}})
-    assert steps(obs(primary(*on, names="ANY 1 (node2,node3)"), c)) == \
-        [("set_sync_names", 'ANY 1 (node2)'), kv(ME, 0, "node2")]
+    assert steps(obs(primary(*on, names="ANY 1 (node2,node3)"), c)) == [("set_sync_names", "ANY 1 (node2)")]
+    assert steps(obs(primary(*on, names="ANY 1 (node2)"), c)) == [kv(ME, 0, "node2")]  # once node2 confirms
 
 
 def test_no_standby_not_strict_commits_asynchronously() -> None:
