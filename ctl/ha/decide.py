@@ -7,7 +7,7 @@ that lags past `maximum_lag_on_failover`, is tagged nofailover, or is behind a r
 
 from __future__ import annotations
 
-from ctl.ha import eligibility, failsafe, quorum, standby, sync
+from ctl.ha import eligibility, failsafe, quorum_rules, standby, sync
 from ctl.ha.actions import Action, Decision, Kind, act
 from ctl.ha.state import Observation
 from ctl.model import lsn_to_str
@@ -264,7 +264,7 @@ def _election(obs: Observation) -> Decision:
             f"{s.maximum_lag_on_failover} (last leader optime {lsn_to_str(optime)}, mine {lsn_to_str(pg.wal_lsn)})"
         )
     if sync.quorum_race(obs):
-        problem = quorum.race_problem(obs)
+        problem = quorum_rules.race_problem(obs)
         if problem:
             return _d(f"no leader; not promoting: {problem}")
         return _d(f"no leader: acquiring leader lock with the quorum's votes (at {lsn_to_str(pg.wal_lsn)})",

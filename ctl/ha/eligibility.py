@@ -115,7 +115,7 @@ def rule_lag(s: Situation, c: Candidate) -> str | None:
 def rule_sync(s: Situation, c: Candidate) -> str | None:
     """In synchronous_mode on and quorum, only a listed sync (quorum) standby may take over by switchover
     (Patroni's `is_eligible`: "in synchronous mode we allow failover (not switchover!) to async node"; the CLI
-    asks for a confirmation then). The election's quorum votes are ctl/ha/quorum.py `race_problem`."""
+    asks for a confirmation then). The election's quorum votes are ctl/ha/quorum_rules.py `race_problem`."""
     if s.synchronous_mode not in ("on", "quorum") or s.action == "failover" or c.name in s.sync_standbys:
         return None
     listed = ", ".join(sorted(s.sync_standbys)) or "none"

@@ -187,15 +187,15 @@ def _ready(obs: Observation, row: Replica, voters: frozenset[str]) -> bool:
 def primary_actions(obs: Observation) -> tuple[list[Action], str]:
     """The leader's sync steps for this loop (after the lock is renewed), and a note for the log ('' if steady).
 
-    Quorum mode: ctl/ha/quorum.py.
+    Quorum mode: ctl/ha/quorum_rules.py.
     """
     s, pg, me = obs.settings, obs.pg, obs.name
     cluster = obs.cluster
     assert cluster is not None
     if s.synchronous_mode == "quorum":
-        from ctl.ha import quorum  # quorum builds on this module's formats
+        from ctl.ha import quorum_rules  # it builds on this module's formats
 
-        return quorum.primary_actions(obs)
+        return quorum_rules.primary_actions(obs)
     if s.synchronous_mode == "off":
         acts: list[Action] = []
         if cluster.sync is not None:
@@ -258,9 +258,9 @@ def prepromote_actions(obs: Observation) -> list[Action]:
     """
     s, me = obs.settings, obs.name
     if s.synchronous_mode == "quorum":
-        from ctl.ha import quorum
+        from ctl.ha import quorum_rules
 
-        return quorum.prepromote_actions(obs)
+        return quorum_rules.prepromote_actions(obs)
     if s.synchronous_mode != "on":
         return []
     sync = _sync(obs)
@@ -277,9 +277,9 @@ def start_primary_actions(obs: Observation) -> list[Action]:
     """
     s = obs.settings
     if s.synchronous_mode == "quorum":
-        from ctl.ha import quorum
+        from ctl.ha import quorum_rules
 
-        return quorum.start_primary_actions(obs)
+        return quorum_rules.start_primary_actions(obs)
     if s.synchronous_mode != "on":
         return []
     voters = _voters(obs)
@@ -303,7 +303,7 @@ def promote_problem(obs: Observation) -> str | None:
 
 
 def quorum_race(obs: Observation) -> bool:
-    """The election follows the quorum rules (ctl/ha/quorum.py race_problem): quorum mode with a sync key."""
+    """The election follows the quorum rules (ctl/ha/quorum_rules.py race_problem): quorum mode with a sync key."""
     return obs.settings.synchronous_mode == "quorum" and _sync(obs) is not None
 
 

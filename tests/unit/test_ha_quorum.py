@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from ctl.ha import quorum, sync
+from ctl.ha import quorum_rules as quorum, sync
 from ctl.ha.actions import Kind
 from ctl.ha.decide import decide
 from ctl.ha.quorum import QuorumInput, resolve, violation
