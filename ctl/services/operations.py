@@ -96,6 +96,9 @@ def plan_switchover(cluster: Cluster, leader: str | None, candidate: str | None,
         if cluster.synchronous_mode == "on" and candidate not in cluster.sync_standbys:
             raise Refused(f"Member {candidate} is not a synchronous standby; in synchronous mode a switchover can go "
                           f"only to one of: {', '.join(sorted(cluster.sync_standbys)) or 'none'}")
+        if cluster.synchronous_mode == "quorum" and candidate not in cluster.sync_standbys:
+            raise Refused(f"Member {candidate} is not a quorum standby; in quorum mode a switchover can go "
+                          f"only to one of: {', '.join(sorted(cluster.sync_standbys)) or 'none'}")
     if scheduled_at is not None and cluster.is_paused:
         raise Refused("Can't schedule switchover in the paused state")
     if cluster.is_paused and not candidate:

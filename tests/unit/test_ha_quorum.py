@@ -345,3 +345,14 @@ def test_a_crashed_quorum_primary_hands_over_only_when_a_quorum_can_elect():
     assert not failover_possible(obs(down, cluster(sync_key=key(ME, "node2", q=1 + 1)), s0))
     assert not failover_possible(obs(down, cluster(sync_key=key(ME, "node2", "node3", q=1),
                                                    tags={"node3": {"nofailover": True}}), s0))
+
+
+def test_cli_switchover_in_quorum_mode_names_the_quorum_standbys():
+    from ctl.errors import CtlError
+    from ctl.services.operations import plan_switchover
+
+    c = replace(cluster(sync_key=key(ME, "node2", q=0)), config=DynamicConfig({"synchronous_mode": "quorum"}))
+    assert plan_switchover(c, None, "node2").candidate == "node2"
+    with pytest.raises(CtlError, match="Member node3 is not a quorum standby; in quorum mode a switchover can go "
+                                       "only to one of: node2"):
+        plan_switchover(c, None, "node3")
