@@ -79,7 +79,9 @@ def primary_actions(obs: Observation) -> tuple[list[Action], str]:
         if pg.sync_names != target or not in_effect:
             acts.append(Action(Kind.SET_SYNC_NAMES, target))
         return acts, "no quorum standby available: commits wait (synchronous_mode_strict)"
-    steps, note = resolve(QuorumInput(sync.leader, quorum, voters, numsync, names, _confirmed(obs, names), cands,
+    # only candidates count as confirmed: a nosync or lagging member may be on its way out of the GUC
+    confirmed = _confirmed(obs, names & cands)
+    steps, note = resolve(QuorumInput(sync.leader, quorum, voters, numsync, names, confirmed, cands,
                                       max(1, s.synchronous_node_count), me, s.synchronous_mode_strict))
     for st in steps:
         if st.kind == "key":
