@@ -161,12 +161,17 @@ def _pause(state: AppState, cluster_name: Optional[str], pause: bool, wait: bool
     p.result(result, table=False)
 
 
+# pause and resume share --wait and its --timeout.
+_PauseWaitOpt = Annotated[bool, typer.Option("--wait", help="Wait until every member knows")]
+_PauseTimeoutOpt = Annotated[Optional[float], typer.Option("--timeout", metavar="SEC",
+                                                          help="How long --wait waits [2*loop_wait+5]")]
+
+
 def cmd_pause(
     ctx: typer.Context,
     cluster_name: ui.ClusterArg = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait until every member knows")] = False,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="SEC",
-                                                     help="How long --wait waits [2*loop_wait+5]")] = None,
+    wait: _PauseWaitOpt = False,
+    timeout: _PauseTimeoutOpt = None,
     fmt: ui.FormatOpt = "pretty",
 ) -> None:
     """Maintenance mode: no automatic failover or promotion until resume."""
@@ -176,9 +181,8 @@ def cmd_pause(
 def cmd_resume(
     ctx: typer.Context,
     cluster_name: ui.ClusterArg = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait until every member knows")] = False,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="SEC",
-                                                     help="How long --wait waits [2*loop_wait+5]")] = None,
+    wait: _PauseWaitOpt = False,
+    timeout: _PauseTimeoutOpt = None,
     fmt: ui.FormatOpt = "pretty",
 ) -> None:
     """End maintenance mode."""
