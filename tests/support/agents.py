@@ -309,12 +309,17 @@ def running_cluster(request, names: tuple[str, ...] = ("node1", "node2", "node3"
     c = AgentCluster(etcd, **settings)
     for name in names:
         c.add_node(name, postgresql=postgresql)
+    setup_failed = False
     try:
-        c.start_all()
-        c.wait_healthy(timeout=120)
+        try:
+            c.start_all()
+            c.wait_healthy(timeout=120)
+        except BaseException:
+            setup_failed = True  # not counted in testsfailed yet: the logs are the only clue
+            raise
         yield c
     finally:
-        if request.session.testsfailed:
+        if setup_failed or request.session.testsfailed:
             print("\n" + c.logs())
         c.cleanup()
         etcd.cleanup()
