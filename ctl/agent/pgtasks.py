@@ -27,6 +27,8 @@ _PROGRESS = re.compile(r"(\d+)/(\d+) kB")
 
 
 class PgTasks:
+    handoff: Any = None  # ctl.agent.handoff.Handoff, set by the agent: a synchronous standby's hand-off
+
     def __init__(self, config: Config, node: NodeState, dcs: Any, pg: Any, clock: Callable[[], float]) -> None:
         self.config = config
         self.node = node
@@ -79,10 +81,19 @@ class PgTasks:
         if not self.pg.is_running():
             raise CtlError("postgres is not running")
         standby = bool(self.node.pg_state is not None and self.node.pg_state.in_recovery)
-        self.pg.stop(mode="fast", timeout=timeout)
-        job.check()
-        self.start(job, standby=standby, target=self.node.upstream if standby else None, timeout=timeout,
-                   restarting=True)
+
+        def stop_and_start() -> None:
+            self.pg.stop(mode="fast", timeout=timeout)
+            job.check()
+            self.start(job, standby=standby, target=self.node.upstream if standby else None, timeout=timeout,
+                       restarting=True)
+
+        if self.handoff is not None:  # a synchronous standby first hands its role over (ctl/agent/handoff.py)
+            self.handoff.around(stop_and_start, what="restart", settings=self.node.settings,
+                                configured=self.config.tags, is_leader=self.node.holds_lock_now() or not standby,
+                                cancelled=job.cancelled.is_set)
+        else:
+            stop_and_start()
         log.info("restarted PostgreSQL on request")
         return True
 
