@@ -169,3 +169,14 @@ def test_no_handoff_for_the_leader_a_nosync_member_or_async_mode():
     for kw in ({"is_leader": True}, {"tags": {"nosync": True}}):
         at, seen, _ = run([cluster(("node2",), node3=OTHER)], **kw)
         assert at == 0 and seen == []
+
+
+def test_no_handoff_when_postgres_is_not_running_and_a_cancel_ends_the_wait():
+    h = Handoff("node2", FakeDcs([cluster(("node2",), node3=OTHER)]), lambda: True)
+    settings = HaSettings(loop_wait=10, synchronous_mode="on")
+    assert h.around(lambda: h.active, what="stop", settings=settings, configured={}, is_leader=False,
+                    running=False) is False
+    clock = Clock()
+    h = Handoff("node2", FakeDcs([cluster(("node2",), node3=OTHER)]), lambda: True, clock=clock, sleep=clock.sleep)
+    assert h.around(lambda: clock.now, what="restart", settings=settings, configured={}, is_leader=False,
+                    cancelled=lambda: clock.now >= 1.0) == pytest.approx(1.0)
