@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, TypeVar
 from ctl.errors import CtlError
 from ctl.ha import handoff as rules
 from ctl.ha.state import HaSettings
+from ctl.model import Cluster
 
 log = logging.getLogger("hactl.agent")
 
@@ -47,23 +48,24 @@ class Handoff:
         return rules.effective_tags(configured, self.active)
 
     def around(self, stop: Callable[[], T], *, what: str, settings: HaSettings, configured: Mapping[str, Any],
-               is_leader: bool, running: bool = True, cancelled: Callable[[], bool] = lambda: False,
-               keepalive: Callable[[], Any] | None = None) -> T:
+               is_leader: bool, known: Cluster | None, running: bool = True,
+               cancelled: Callable[[], bool] = lambda: False, keepalive: Callable[[], Any] | None = None) -> T:
         """Run `stop` (which stops, or restarts, PostgreSQL) once the leader no longer counts on this node as a
-        synchronous standby, or after 2 x loop_wait; the nosync tag stays on while `stop` runs and goes with the
+        synchronous standby, or after 2 x loop_wait (`known`: the cluster as the loop last read it, before the
+        leader could react to this stop: whether we were a synchronous standby); the nosync tag stays on while `stop` runs and goes with the
         next member key written after it (the loop's, which the end of a task wakes; the stopped one at shutdown)."""
         if not running or not rules.needed(settings.synchronous_mode, configured, is_leader):
             return stop()
         with self._lock:
             self._count += 1
         try:
-            self._wait(what, settings, cancelled, keepalive)
+            self._wait(what, settings, known is not None and rules.listed(known, self.name), cancelled, keepalive)
             return stop()
         finally:
             with self._lock:
                 self._count -= 1  # the next member key written (the loop's, woken by the task's end) drops nosync
 
-    def _wait(self, what: str, settings: HaSettings, cancelled: Callable[[], bool],
+    def _wait(self, what: str, settings: HaSettings, was_listed: bool, cancelled: Callable[[], bool],
               keepalive: Callable[[], Any] | None) -> None:
         try:
             written = self.publish()
@@ -76,7 +78,6 @@ class Handoff:
         start = self.clock()
         deadline = start + 2 * settings.loop_wait
         grace = settings.loop_wait + 1.0
-        was_listed = False
         released_at: float | None = None
         logged: str | None = None
         while True:

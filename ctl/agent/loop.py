@@ -377,7 +377,7 @@ class Agent:
                 log.info("shutting down: stopping PostgreSQL")
                 self.handoff.around(lambda: self.pg.stop(mode="fast"), what="stopping PostgreSQL",
                                     settings=self.settings, configured=self.config.tags, is_leader=leader,
-                                    running=bool(s is not None and s.running), keepalive=self.dcs.refresh_lease)
+                                    known=self.node.cluster, running=bool(s is not None and s.running), keepalive=self.dcs.refresh_lease)
             self.node.hooks.stopped("primary" if primary else role_of(self.node))
             if self.node.hooks.callbacks is not None:
                 self.node.hooks.callbacks.flush()  # on_stop must start before the agent exits

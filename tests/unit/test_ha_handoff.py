@@ -126,7 +126,7 @@ class Clock:
         self.now += seconds
 
 
-def run(states: list, *, strict=True, publish_ok=True, loop_wait=2, tags=None, is_leader=False):
+def run(states: list, *, strict=True, publish_ok=True, loop_wait=2, tags=None, is_leader=False, known=None):
     clock = Clock()
     seen: list[dict] = []
     h = Handoff("node2", FakeDcs(states), lambda: (seen.append(h.tags({})), publish_ok)[1],
@@ -139,7 +139,8 @@ def run(states: list, *, strict=True, publish_ok=True, loop_wait=2, tags=None, i
         return "stopped"
 
     settings = HaSettings(loop_wait=loop_wait, synchronous_mode="on", synchronous_mode_strict=strict)
-    assert h.around(stop, what="restart", settings=settings, configured=tags or {}, is_leader=is_leader) == "stopped"
+    assert h.around(stop, what="restart", settings=settings, configured=tags or {}, is_leader=is_leader,
+                    known=known or (states[0] if isinstance(states[0], Cluster) else None)) == "stopped"
     assert not h.active and h.tags({}) == {}  # a candidate again afterwards
     return stopped_at[0], seen, h
 
@@ -149,6 +150,15 @@ def test_stops_once_the_key_lists_the_replacement():
     at, seen, _ = run([listed, listed, empty, empty, moved])
     assert seen == [{"nosync": True, "sync_priority": 0}]
     assert at == pytest.approx(4 * 0.25)
+
+
+def test_a_leader_faster_than_our_first_read_still_gets_its_replacement_listed_first():
+    # the loop's `restarting` member key made the leader drop us before the hand-off read the DCS
+    listed, empty, moved = cluster(("node2",), node3=OTHER), cluster((), node3=OTHER), cluster(("node3",), node3=OTHER)
+    at, _, _ = run([empty, empty, empty, moved], known=listed)
+    assert at == pytest.approx(3 * 0.25)
+    at, _, _ = run([empty], known=cluster((), node3=OTHER))  # not a sync standby before: no reason to wait
+    assert at == 0
 
 
 def test_the_wait_is_bounded_by_twice_loop_wait(caplog):
@@ -174,9 +184,9 @@ def test_no_handoff_for_the_leader_a_nosync_member_or_async_mode():
 def test_no_handoff_when_postgres_is_not_running_and_a_cancel_ends_the_wait():
     h = Handoff("node2", FakeDcs([cluster(("node2",), node3=OTHER)]), lambda: True)
     settings = HaSettings(loop_wait=10, synchronous_mode="on")
-    assert h.around(lambda: h.active, what="stop", settings=settings, configured={}, is_leader=False,
+    assert h.around(lambda: h.active, what="stop", settings=settings, configured={}, is_leader=False, known=None,
                     running=False) is False
     clock = Clock()
     h = Handoff("node2", FakeDcs([cluster(("node2",), node3=OTHER)]), lambda: True, clock=clock, sleep=clock.sleep)
-    assert h.around(lambda: clock.now, what="restart", settings=settings, configured={}, is_leader=False,
+    assert h.around(lambda: clock.now, what="restart", settings=settings, configured={}, is_leader=False, known=None,
                     cancelled=lambda: clock.now >= 1.0) == pytest.approx(1.0)
