@@ -187,6 +187,9 @@ def test_throttled_base_backup_keeps_the_member_key_and_refuses_a_second_reinit(
             wait_for(lambda: any(p["done_bytes"] < before for p in progress[mark:]), timeout=30, interval=0.1,
                      what=f"the progress of the new base backup below {before >> 20} MB")
             restarted = next(p["seen"] for p in progress[mark:] if p["done_bytes"] < before)
+            with open(cluster.nodes[replica].log_path, encoding="utf-8") as f:
+                text = f.read()
+            assert "reinitialize cancelled" in text and "reinitialize failed" not in text
         except BaseException:
             print(f"force at +0, answered at {answered - forced:+.2f}s; before={before}; old pids {set(old_pids)}")
             for t, done, pids in list(timeline_):
