@@ -30,8 +30,8 @@ from ctl.errors import PgCommandError
 from ctl.pg.fence import is_postmaster_of, pid_alive, read_postmaster_pid
 from ctl.pg.osuser import OsUser
 
-__all__ = ["spawn", "spawn_from_keeper", "run", "cancellable", "kill_children", "child_env", "output_tail", "is_postmaster_of", "pid_alive",
-           "read_postmaster_pid"]
+__all__ = ["spawn", "spawn_from_keeper", "run", "cancellable", "kill_children", "child_env", "output_tail",
+           "is_postmaster_of", "pid_alive", "read_postmaster_pid"]
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
