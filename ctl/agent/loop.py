@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from ctl import __version__
@@ -102,7 +102,11 @@ class Agent:
         return self.runner.busy
 
     def status(self) -> NodeStatus:
-        return self._status
+        """The loop's last status, with a running base backup's progress as of now (not as of the last cycle)."""
+        status, progress = self._status, self.runner.progress
+        if progress != (dict(status.basebackup) if status.basebackup else None):
+            status = replace(status, basebackup=progress)
+        return status
 
     def read_cluster(self) -> Cluster | None:
         return self.dcs.get_cluster()

@@ -19,6 +19,7 @@ from ctl.config import Config
 from ctl.dcs import codec, keys
 from ctl.errors import ConfigError, CtlError
 from ctl.ha.standby import REMOTE
+from ctl.pg.process import cancellable
 
 log = logging.getLogger("hactl.agent")
 
@@ -169,7 +170,9 @@ class PgTasks:
                 job.progress = {"done_bytes": int(m.group(1)) * 1024, "total_bytes": int(m.group(2)) * 1024}
 
         try:
-            self.pg.basebackup(source, options=st.basebackup_options(self.config), on_output=progress)
+            job.check()
+            with cancellable(job.cancelled.is_set):  # a cancel just before pg_basebackup starts kills it too
+                self.pg.basebackup(source, options=st.basebackup_options(self.config), on_output=progress)
         except CtlError:
             self.pg.remove_data_dir()
             raise
@@ -202,7 +205,9 @@ class PgTasks:
         job.state = "rewinding"
         log.info("running pg_rewind from %s", target)
         audit.record(self.dcs, self.node.name, "rewind", f"pg_rewind from {target}", source=target)
-        if not self.pg.rewind(source):
+        with cancellable(job.cancelled.is_set):
+            rewound = self.pg.rewind(source)
+        if not rewound:
             job.check()
             if not self.source_reachable(target):
                 return False
