@@ -32,8 +32,8 @@ from ctl.agent.taskrunner import TaskResult, TaskRunner
 from ctl.config import Config
 from ctl.dcs.codec import parse_member
 from ctl.errors import CtlError
-from ctl.ha.actions import Decision, Kind
 from ctl.ha import handoff
+from ctl.ha.actions import Decision, Kind
 from ctl.ha.decide import decide
 from ctl.ha.state import Observation
 from ctl.model import Cluster, NodeStatus
@@ -381,7 +381,8 @@ class Agent:
                 log.info("shutting down: stopping PostgreSQL")
                 self.handoff.around(lambda: self.pg.stop(mode="fast"), what="stopping PostgreSQL",
                                     settings=self.settings, configured=self.config.tags, is_leader=leader,
-                                    known=self.node.cluster, running=bool(s is not None and s.running), keepalive=self.dcs.refresh_lease)
+                                    known=self.node.cluster, running=bool(s is not None and s.running),
+                                    keepalive=self.dcs.refresh_lease)
             self.node.hooks.stopped("primary" if primary else role_of(self.node))
             if self.node.hooks.callbacks is not None:
                 self.node.hooks.callbacks.flush()  # on_stop must start before the agent exits
