@@ -52,8 +52,9 @@ class Handoff:
                cancelled: Callable[[], bool] = lambda: False, keepalive: Callable[[], Any] | None = None) -> T:
         """Run `stop` (which stops, or restarts, PostgreSQL) once the leader no longer counts on this node as a
         synchronous standby, or after 2 x loop_wait (`known`: the cluster as the loop last read it, before the
-        leader could react to this stop: whether we were a synchronous standby); the nosync tag stays on while `stop` runs and goes with the
-        next member key written after it (the loop's, which the end of a task wakes; the stopped one at shutdown)."""
+        leader could react to this stop: whether we were a synchronous standby); the nosync tag stays on while `stop`
+        runs and goes with the next member key written after it (the loop's, which the end of a task wakes; the
+        stopped one at shutdown)."""
         if not running or not rules.needed(settings.synchronous_mode, configured, is_leader):
             return stop()
         with self._lock:
