@@ -12,6 +12,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from ctl.model import Cluster, ClusterRole, HistoryEntry, Member, MemberVersion, lsn_to_str
+from ctl.render_table import cell, dump, table_string, yaml_dump
 
 FORMATS = ("pretty", "tsv", "json", "yaml", "yml")
 
@@ -19,7 +20,6 @@ BASE_COLUMNS = ("Cluster", "Member", "Host", "Role", "State", "TL",
                 "Receive LSN", "Receive Lag", "Replay LSN", "Replay Lag")
 EXTENDED_COLUMNS = ("Pending restart", "Pending restart reason", "Scheduled restart", "Tags")
 HISTORY_COLUMNS = ("TL", "LSN", "Reason", "Timestamp", "New Leader")
-_RIGHT_ALIGNED = frozenset({"Group", "TL", "Receive LSN", "Receive Lag", "Replay LSN", "Replay Lag", "Lag", "LSN"})
 # Extra keys hactl adds to json/yaml `list` output. Patronictl's keys are untouched, so scripts keep working.
 EXTRA_KEYS = ("receive_lag_bytes", "replay_lag_bytes", "upstream")
 _LONG_REASON = 50  # patronictl hides a pending-restart reason longer than this in pretty output
@@ -143,12 +143,6 @@ def _mb(lag: int | None) -> int | str:
     return round(lag / 1024 / 1024) if lag is not None else ""
 
 
-def _yaml_dump(data: Any, flow: bool = False) -> str:
-    import yaml
-
-    return yaml.safe_dump(data, default_flow_style=flow, allow_unicode=True, width=200)
-
-
 def list_columns(cluster: Cluster, extended: bool) -> list[str]:
     """patronictl's columns: the base ones, plus the extended ones with -e or when any member has a value."""
     members = [m for m in cluster.members if m.host]
@@ -209,58 +203,7 @@ def list_rows(cluster: Cluster, extended: bool = False, fmt: str = "pretty",
     return columns, rows
 
 
-# ----------------------------------------------------------------------------------------------- tables
-
-
-def _box() -> Any:
-    from rich import box
-
-    # prettytable's look: + at every crossing, - and | elsewhere.
-    return box.Box("+-++\n| ||\n+-++\n| ||\n+-++\n+-++\n| ||\n+-++\n", ascii=True)
-
-
-_STATE_STYLES = {"running": "green", "streaming": "green", "stopped": "red", "crashed": "red",
-                 "start failed": "red", "stop failed": "red", "restart failed": "red", "initdb failed": "red"}
-
-
-def _table_string(columns: Sequence[str], rows: Sequence[Sequence[str]], title: str | None,
-                  color: bool = False) -> str:
-    """A prettytable-like ASCII table rendered with rich; the title is written into the top rule like patronictl."""
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-    import io
-
-    show_lines = any("\n" in c for r in rows for c in r)
-    table = Table(box=_box(), header_style=None, highlight=False, show_lines=show_lines, border_style=None)
-    for c in columns:
-        table.add_column(Text(c), justify="right" if c in _RIGHT_ALIGNED else "left", no_wrap=True)
-    for r in rows:
-        cells = []
-        for c, value in zip(columns, r):
-            style = ""
-            if color and c == "Role" and value in ("Leader", "Standby Leader"):
-                style = "bold"
-            elif color and c == "State":
-                style = _STATE_STYLES.get(value, "yellow")
-            cells.append(Text(value, style=style))
-        table.add_row(*cells)
-    buf = io.StringIO()
-    console = Console(file=buf, width=100_000, force_terminal=color, no_color=not color,
-                      color_system="standard" if color else None, legacy_windows=False, highlight=False)
-    console.print(table)
-    lines = buf.getvalue().splitlines()
-    if title and lines and lines[0].startswith("+"):
-        line = lines[0]
-        head = f" {title} "[: len(line) - 2]
-        lines[0] = line[0] + head + line[1 + len(head):]
-    return "\n".join(lines) + "\n"
-
-
-def _cell(value: Any, column: str, fmt: str) -> str:
-    if column == "Tags" and value:
-        return _yaml_dump(value, flow=fmt != "pretty").strip()
-    return str(value)
+# ----------------------------------------------------------------------------------------------- the list view
 
 
 def cluster_title(cluster: Cluster) -> str:
@@ -301,29 +244,22 @@ def render_list(cluster: Cluster, fmt: str = "pretty", extended: bool = False, t
     if fmt in ("json", "yaml"):
         # patronictl drops empty values from list output; the extra keys follow the same rule.
         elements = [{k: v for k, v in row.items() if str(v)} for row in rows]
-        return _dump(elements, fmt)
+        return dump(elements, fmt)
     if fmt == "tsv":
         if topology:
             columns = [*columns, "upstream"]
         lines = ["\t".join(columns)]
-        lines += ["\t".join(_cell(row[c], c, "tsv") for c in columns) for row in rows]
+        lines += ["\t".join(cell(row[c], c, "tsv") for c in columns) for row in rows]
         return "\n".join(lines) + "\n"
     cell_fmt = "topology" if topology else "pretty"
     shown = [c for c in columns if c != "Cluster"]
     header = ["Lag" if c in ("Receive Lag", "Replay Lag") else c for c in shown]
-    body = [[_cell(row[c], c, cell_fmt) for c in shown] for row in rows]
-    text = _table_string(header, body, cluster_title(cluster), color)
+    body = [[cell(row[c], c, cell_fmt) for c in shown] for row in rows]
+    text = table_string(header, body, cluster_title(cluster), color)
     info = service_info(cluster)
     if info:
         text += " " + "\n ".join(info) + "\n"
     return text
-
-
-def _dump(data: Any, fmt: str) -> str:
-    if fmt == "json":
-        return json.dumps(data) + "\n"
-    # patronictl prints yaml.safe_dump(...) with click.echo, which adds one more newline.
-    return _yaml_dump(data) + "\n"
 
 
 # ----------------------------------------------------------------------------------------------- other views
@@ -334,17 +270,17 @@ def render_history(history: Iterable[HistoryEntry], fmt: str = "pretty") -> str:
     fmt = "yaml" if fmt == "yml" else fmt
     rows = [[e.timeline, e.lsn, e.reason, e.timestamp, e.new_leader] for e in history]
     if fmt in ("json", "yaml"):
-        return _dump([dict(zip(HISTORY_COLUMNS, r)) for r in rows], fmt)
+        return dump([dict(zip(HISTORY_COLUMNS, r)) for r in rows], fmt)
     if fmt == "tsv":
         return "\n".join("\t".join(map(str, r)) for r in [list(HISTORY_COLUMNS), *rows]) + "\n"
-    return _table_string(HISTORY_COLUMNS, [[str(c) for c in r] for r in rows], None)
+    return table_string(HISTORY_COLUMNS, [[str(c) for c in r] for r in rows], None)
 
 
 def render_config(data: Mapping[str, Any], fmt: str = "yaml") -> str:
     """`show-config`: the dynamic configuration, YAML with sorted keys (or JSON)."""
     if fmt == "json":
         return json.dumps(data, sort_keys=True) + "\n"
-    return _yaml_dump(dict(data)) + "\n"
+    return yaml_dump(dict(data)) + "\n"
 
 
 def render_dsn(member: Member, fmt: str = "pretty") -> str:
@@ -388,80 +324,3 @@ def timestamp_line(now: Any = None) -> str:
     from datetime import datetime
 
     return (now or datetime.now()).strftime("%Y-%m-%d %H:%M:%S") + "\n"
-
-
-# ----------------------------------------------------------------------------------------------- edit-config
-
-
-def render_diff(diff: str, color: bool = False) -> str:
-    """A unified diff; on a terminal coloured by rich (removed red, added green, hunks cyan), else as is."""
-    if not color:
-        return diff
-    import io
-
-    from rich.console import Console
-    from rich.text import Text
-
-    buf = io.StringIO()
-    console = Console(file=buf, force_terminal=True, color_system="standard", width=1000, highlight=False,
-                      soft_wrap=True)
-    for line in diff.splitlines():
-        style = ("bold" if line.startswith(("--- ", "+++ ")) else "red" if line.startswith("-")
-                 else "green" if line.startswith("+") else "cyan" if line.startswith("@@") else "")
-        console.print(Text(line, style=style))
-    return buf.getvalue()
-
-
-def _short(value: Any) -> str:
-    return "(unset)" if value is None else str(value)
-
-
-def render_change_effects(change: Any) -> str:
-    """After the diff: which parameters change and how they take effect, local overrides, validation warnings.
-
-    `change` is a ctl.services.edit_config.ConfigChange.
-    """
-    lines: list[str] = []
-    if change.parameters:
-        lines.append("PostgreSQL parameters changed:")
-        width = max(len(p.name) for p in change.parameters)
-        for p in change.parameters:
-            effect = ("ignored: each member's agent sets it itself" if p.ignored
-                      else "restart needed: members will show pending restart" if p.needs_restart
-                      else "reload" if p.needs_restart is False else "not in the catalogue: effect unknown")
-            lines.append(f"  {p.name.ljust(width)}  {_short(p.old)} -> {_short(p.new)}  ({effect})")
-        if change.restart_needed:
-            lines.append(f"Pending restart after this change: {', '.join(change.restart_needed)} "
-                         f"(apply with 'hactl restart {change.scope or 'CLUSTER'} --pending')")
-        for o in change.overrides:
-            lines.append(f"Overridden on {o.member} by its local patroni.yml: {o.name} = {o.local_value} "
-                         f"(this change does not reach it)")
-        others = [m for m in change.members if m not in change.overrides_known_for]
-        if others:
-            known = (f"known only for {', '.join(change.overrides_known_for)} (the -c file)"
-                     if change.overrides_known_for else "not known")
-            lines.append(f"Local overrides on {', '.join(others)}: {known}; members do not report their "
-                         f"local postgresql.parameters")
-    if change.catalogue_source:
-        lines.append(f"Parameters checked against: {change.catalogue_source}")
-    if change.validation is not None:
-        for problem in change.validation.existing:
-            lines.append(f"Warning: already in the current configuration: {problem}")
-    return "".join(line + "\n" for line in lines)
-
-
-def render_effective(effective: Any, fmt: str = "yaml") -> str:
-    """`show-config --effective MEMBER`: key, value, layer (a ctl.services.edit_config.EffectiveConfig)."""
-    if fmt == "json":
-        return json.dumps({"member": effective.member, "layers": list(effective.layers), "note": effective.note,
-                           "values": [{"key": v.key, "value": v.value, "source": v.source}
-                                      for v in effective.values]}) + "\n"
-    rows = [(v.key, json.dumps(v.value) if not isinstance(v.value, str) else v.value, v.source)
-            for v in effective.values]
-    kw = max((len(r[0]) for r in rows), default=0)
-    vw = max((len(r[1]) for r in rows), default=0)
-    out = [f"# effective configuration of {effective.member}; layers known: {', '.join(effective.layers)}"]
-    if effective.note:
-        out.append(f"# note: {effective.note}")
-    out += [f"{k.ljust(kw)}  {v.ljust(vw)}  {s}" for k, v, s in rows]
-    return "\n".join(out) + "\n"

@@ -1,7 +1,7 @@
 """Output of the operation commands (switchover ... query): result lines, the JSON result object, query rows.
 
-Kept apart from ctl/render.py, which holds the `list` family and is near the 400-line mark; same rules: functions
-return strings, never fetch anything, machine formats carry no colour.
+Kept apart from ctl/render.py, which holds the `list` family; same rules: functions return strings, never fetch
+anything, machine formats carry no colour.
 """
 
 from __future__ import annotations
@@ -65,9 +65,9 @@ def render_query(result: "QueryResult", fmt: str = "tsv", delimiter: str = "\t")
         data = [dict(zip(result.columns, r)) for r in rows]
         if fmt == "json":
             return json.dumps(data, default=str) + "\n"
-        import yaml
+        from ctl.render_table import yaml_dump
 
-        return yaml.safe_dump(data, default_flow_style=False, allow_unicode=True, width=200)
+        return yaml_dump(data)
     if fmt == "csv":
         import csv
         import io
@@ -78,9 +78,9 @@ def render_query(result: "QueryResult", fmt: str = "tsv", delimiter: str = "\t")
         writer.writerows(["" if v is None else v for v in r] for r in rows)
         return buf.getvalue()
     if fmt == "pretty":
-        from ctl.render import _table_string
+        from ctl.render_table import table_string
 
-        return _table_string(result.columns, [["" if v is None else str(v) for v in r] for r in rows], None)
+        return table_string(result.columns, [["" if v is None else str(v) for v in r] for r in rows], None)
     lines = [delimiter.join(result.columns)]
     lines += [delimiter.join("" if v is None else str(v) for v in r) for r in rows]
     return "\n".join(lines) + "\n"

@@ -6,8 +6,8 @@ import json
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ctl.model import Cluster
-from ctl.render import (BASE_COLUMNS, EXTENDED_COLUMNS, EXTRA_KEYS, _cell, _dump, _table_string, list_columns,
-                        list_rows, service_info)
+from ctl.render import BASE_COLUMNS, EXTENDED_COLUMNS, EXTRA_KEYS, list_columns, list_rows, service_info
+from ctl.render_table import cell, dump, table_string
 
 if TYPE_CHECKING:
     from ctl.services.audit import AuditEntry
@@ -39,14 +39,14 @@ def render_list_all(clusters: Sequence[Cluster], fmt: str = "pretty", extended: 
         _, full = list_rows(cluster, True, fmt)
         rows += [{**{c: row[c] for c in columns}, **{k: row[k] for k in EXTRA_KEYS if k in row}} for row in full]
     if fmt in ("json", "yaml"):
-        return _dump([{k: v for k, v in row.items() if str(v)} for row in rows], fmt)
+        return dump([{k: v for k, v in row.items() if str(v)} for row in rows], fmt)
     if fmt == "tsv":
-        lines = ["\t".join(columns)] + ["\t".join(_cell(row[c], c, "tsv") for c in columns) for row in rows]
+        lines = ["\t".join(columns)] + ["\t".join(cell(row[c], c, "tsv") for c in columns) for row in rows]
         return "\n".join(lines) + "\n"
     if not rows:
         return "No clusters in this namespace.\n"
     header = ["Lag" if c in ("Receive Lag", "Replay Lag") else c for c in columns]
-    text = _table_string(header, [[_cell(row[c], c, "pretty") for c in columns] for row in rows], title, color)
+    text = table_string(header, [[cell(row[c], c, "pretty") for c in columns] for row in rows], title, color)
     for cluster in clusters:
         info = service_info(cluster)
         if info:
@@ -61,7 +61,7 @@ def render_plan(report: "PlanReport", fmt: str = "pretty") -> str:
     rows = [[v.member, v.role.replace("_", " ").title(), "yes" if v.eligible else "no", _mb(v.lag_bytes),
              "" if v.timeline is None else str(v.timeline), "\n".join(v.reasons) or "-"] for v in report.members]
     title = f"Plan: {report.action} of {report.cluster}"
-    text = _table_string(["Member", "Role", "Eligible", "Lag", "TL", "Reasons"], rows, title)
+    text = table_string(["Member", "Role", "Eligible", "Lag", "TL", "Reasons"], rows, title)
     if report.chosen:
         text += f"Chosen: {report.chosen} ({report.why})\n"
     else:
@@ -78,7 +78,7 @@ def render_check(report: "CheckReport", fmt: str = "pretty") -> str:
     if not report.findings:
         return f"Check of {report.cluster}: no findings\n"
     rows = [[f.severity, f.check, f.member or "-", f.message, f.fix or "-"] for f in report.sorted()]
-    return _table_string(["Severity", "Check", "Member", "Finding", "Fix"], rows,
+    return table_string(["Severity", "Check", "Member", "Finding", "Fix"], rows,
                          f"Check: {report.cluster}") + counts + "\n"
 
 
@@ -98,7 +98,7 @@ def render_audit(entries: Sequence["AuditEntry"], fmt: str = "pretty") -> str:
              "" if e.duration_s is None else f"{e.duration_s:.1f}s"] for e in entries]
     if not rows:
         return "No audit entries.\n"
-    return _table_string(["Time", "Who", "Command", "Reason", "Result", "Took"], rows, "Audit trail")
+    return table_string(["Time", "Who", "Command", "Reason", "Result", "Took"], rows, "Audit trail")
 
 
 def _plain(value: Any) -> str:
@@ -120,6 +120,6 @@ def render_drill(record: Any) -> str:
             ["verified_after_s", "-" if d["verified_after_s"] is None else f"{d['verified_after_s']:.3f}"],
             ["writers", str(d["writers"])],
             ["record", d["record"] or "(not written)"]]
-    text = _table_string(["Figure", "Value"], rows, f"Drill: {d['action']} of {d['cluster']}")
+    text = table_string(["Figure", "Value"], rows, f"Drill: {d['action']} of {d['cluster']}")
     text += ("PASSED\n" if d["passed"] else "FAILED: " + "; ".join(d["problems"]) + "\n")
     return text

@@ -287,10 +287,10 @@ def _environment() -> str:
         ("PATRONI_CONFIGURATION", "The whole configuration as YAML, when there is no file."),
     ]
     try:  # the PATRONI_* variables the configuration loader reads
-        from ctl import config
+        from ctl import config_sources
 
-        names = list(getattr(config, "_SIMPLE_ENV", {}))
-        for prefix, (_section, keys) in getattr(config, "_SECTION_KEYS", {}).items():
+        names = list(config_sources._SIMPLE_ENV)
+        for prefix, (_section, keys) in config_sources._SECTION_KEYS.items():
             names.extend(f"PATRONI_{prefix}_{k}" for k in keys)
         names += ["PATRONI_ETCD3_HOSTS", "PATRONI_ETCD_HOSTS", "PATRONI_CTL_USERNAME", "PATRONI_CTL_PASSWORD",
                   "PATRONI_RESTAPI_USERNAME", "PATRONI_RESTAPI_PASSWORD"]

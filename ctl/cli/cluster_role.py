@@ -18,16 +18,16 @@ _WAIT_HELP = "Give up waiting for the new role after SEC seconds (exit 8); patro
 
 def cmd_demote_cluster(
     ctx: typer.Context,
-    cluster_name: Annotated[Optional[str], typer.Argument(metavar="[CLUSTER_NAME]")] = None,
+    cluster_name: ui.ClusterArg = None,
     host: Annotated[Optional[str], typer.Option("--host", metavar="HOST", help="Address of the remote primary")] = None,
     port: Annotated[Optional[int], typer.Option("--port", metavar="PORT", help="Port of the remote primary")] = None,
     restore_command: Annotated[Optional[str], typer.Option(
         "--restore-command", metavar="CMD", help="restore_command for the standby cluster")] = None,
     primary_slot_name: Annotated[Optional[str], typer.Option(
         "--primary-slot-name", metavar="SLOT", help="Replication slot on the remote primary")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Do not ask for confirmation")] = False,
+    force: ui.ForceOpt = False,
     wait_timeout: Annotated[float, typer.Option("--wait-timeout", metavar="SEC", help=_WAIT_HELP)] = 300,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=ui.FORMAT_HELP)] = "pretty",
+    fmt: ui.FormatOpt = "pretty",
 ) -> None:
     """Turn a cluster into a standby cluster of a remote primary (PATCH /config standby_cluster)."""
     from ctl.services import cluster_role as svc
@@ -53,10 +53,10 @@ def cmd_demote_cluster(
 
 def cmd_promote_cluster(
     ctx: typer.Context,
-    cluster_name: Annotated[Optional[str], typer.Argument(metavar="[CLUSTER_NAME]")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Do not ask for confirmation")] = False,
+    cluster_name: ui.ClusterArg = None,
+    force: ui.ForceOpt = False,
     wait_timeout: Annotated[float, typer.Option("--wait-timeout", metavar="SEC", help=_WAIT_HELP)] = 300,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=ui.FORMAT_HELP)] = "pretty",
+    fmt: ui.FormatOpt = "pretty",
 ) -> None:
     """Promote a standby cluster to a primary cluster (PATCH /config standby_cluster: null)."""
     from ctl.services import cluster_role as svc

@@ -15,7 +15,7 @@ from ctl.errors import OperationFailed, UsageError
 def cmd_drill(
     ctx: typer.Context,
     action: Annotated[str, typer.Argument(metavar="switchover|failover", help="The operation to rehearse")],
-    cluster_name: Annotated[Optional[str], typer.Argument(metavar="[CLUSTER_NAME]")] = None,
+    cluster_name: ui.ClusterArg = None,
     candidate: Annotated[Optional[str], typer.Option("--candidate", metavar="NAME",
                                                      help="The member to promote (failover: required)")] = None,
     writers: Annotated[int, typer.Option("--writers", metavar="N", help="Writer connections")] = 4,
@@ -24,7 +24,7 @@ def cmd_drill(
     record_dir: Annotated[Optional[str], typer.Option(
         "--record-dir", metavar="DIR", help="Where the JSON record goes [default: $XDG_STATE_HOME/hactl/drills or "
                                             "~/.local/state/hactl/drills]")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Do not ask for confirmation")] = False,
+    force: ui.ForceOpt = False,
     timeout: Annotated[float, typer.Option("--timeout", metavar="SEC", help="How long to wait for the "
                                                                              "operation")] = 60.0,
     fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help="Output: pretty or json")] = "pretty",

@@ -109,7 +109,7 @@ def cmd_edit_config(
 
     Edits apply in this order: --replace, then --apply (recursive merge, null deletes), then --set, then --pg.
     """
-    from ctl import render
+    from ctl import render_edit
     from ctl.services import cluster as svc
     from ctl.services import edit_config as ec
 
@@ -151,8 +151,8 @@ def cmd_edit_config(
                 out("Not changed\n")
             return
         if not quiet:
-            out(render.render_diff(change.diff, color=color_enabled()))
-            out(render.render_change_effects(change))
+            out(render_edit.render_diff(change.diff, color=color_enabled()))
+            out(render_edit.render_change_effects(change))
         if change.validation is not None and not change.validation.ok:
             message = ("the new configuration is invalid; nothing written:\n"
                        + "\n".join(f"  - {p}" for p in change.validation.problems))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Iterator, Optional
 
 import typer
 
@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from ctl.services.results import OperationResult
 
 FORMAT_HELP = "Output: pretty (patronictl's lines and tables) or json (one result object)"
+# The parameters most commands share, declared once.
+ClusterArg = Annotated[Optional[str], typer.Argument(metavar="[CLUSTER_NAME]")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Do not ask for confirmation")]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=FORMAT_HELP)]
 
 
 def output_format(value: str) -> str:

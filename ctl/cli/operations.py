@@ -36,7 +36,7 @@ def cmd_restart(
     timeout: Annotated[Optional[int], typer.Option("--timeout", metavar="SEC",
                                                    help="Primary start timeout for this restart")] = None,
     force: Annotated[bool, typer.Option("--force", help="Do not ask for anything")] = False,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=ui.FORMAT_HELP)] = "pretty",
+    fmt: ui.FormatOpt = "pretty",
 ) -> None:
     """Restart PostgreSQL on members; each restart is checked (new postmaster, running)."""
     from ctl.services import operations as osvc
@@ -84,8 +84,8 @@ def cmd_reload(
     cluster_name: Annotated[str, typer.Argument(metavar="CLUSTER_NAME")],
     member_names: Annotated[Optional[List[str]], typer.Argument(metavar="[MEMBER_NAMES]...")] = None,
     role: Annotated[str, typer.Option("--role", "-r", metavar="ROLE", help=_ROLE_HELP)] = "any",
-    force: Annotated[bool, typer.Option("--force", help="Do not ask for confirmation")] = False,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=ui.FORMAT_HELP)] = "pretty",
+    force: ui.ForceOpt = False,
+    fmt: ui.FormatOpt = "pretty",
 ) -> None:
     """Ask members' agents to reload their configuration (POST /reload)."""
     from ctl.services import maintenance as msvc
@@ -111,7 +111,7 @@ def cmd_reinit(
     from_leader: Annotated[bool, typer.Option("--from-leader", help="Copy from the leader, not a replica")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until the member runs again")] = False,
     timeout: Annotated[float, typer.Option("--timeout", metavar="SEC", help="How long --wait waits")] = 600.0,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=ui.FORMAT_HELP)] = "pretty",
+    fmt: ui.FormatOpt = "pretty",
 ) -> None:
     """Rebuild replicas' data directories from the leader (POST /reinitialize)."""
     from ctl.services import maintenance as msvc
@@ -161,13 +161,18 @@ def _pause(state: AppState, cluster_name: Optional[str], pause: bool, wait: bool
     p.result(result, table=False)
 
 
+# pause and resume share --wait and its --timeout.
+_PauseWaitOpt = Annotated[bool, typer.Option("--wait", help="Wait until every member knows")]
+_PauseTimeoutOpt = Annotated[Optional[float], typer.Option("--timeout", metavar="SEC",
+                                                          help="How long --wait waits [2*loop_wait+5]")]
+
+
 def cmd_pause(
     ctx: typer.Context,
-    cluster_name: Annotated[Optional[str], typer.Argument(metavar="[CLUSTER_NAME]")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait until every member knows")] = False,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="SEC",
-                                                     help="How long --wait waits [2*loop_wait+5]")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=ui.FORMAT_HELP)] = "pretty",
+    cluster_name: ui.ClusterArg = None,
+    wait: _PauseWaitOpt = False,
+    timeout: _PauseTimeoutOpt = None,
+    fmt: ui.FormatOpt = "pretty",
 ) -> None:
     """Maintenance mode: no automatic failover or promotion until resume."""
     _pause(ctx.obj, cluster_name, True, wait, timeout, fmt)
@@ -175,11 +180,10 @@ def cmd_pause(
 
 def cmd_resume(
     ctx: typer.Context,
-    cluster_name: Annotated[Optional[str], typer.Argument(metavar="[CLUSTER_NAME]")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait until every member knows")] = False,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="SEC",
-                                                     help="How long --wait waits [2*loop_wait+5]")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=ui.FORMAT_HELP)] = "pretty",
+    cluster_name: ui.ClusterArg = None,
+    wait: _PauseWaitOpt = False,
+    timeout: _PauseTimeoutOpt = None,
+    fmt: ui.FormatOpt = "pretty",
 ) -> None:
     """End maintenance mode."""
     _pause(ctx.obj, cluster_name, False, wait, timeout, fmt)
@@ -190,8 +194,8 @@ def cmd_flush(
     cluster_name: Annotated[str, typer.Argument(metavar="CLUSTER_NAME")],
     args: Annotated[List[str], typer.Argument(metavar="[MEMBER_NAMES]... {restart|switchover}")],
     role: Annotated[str, typer.Option("--role", "-r", metavar="ROLE", help=_ROLE_HELP)] = "any",
-    force: Annotated[bool, typer.Option("--force", help="Do not ask for confirmation")] = False,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=ui.FORMAT_HELP)] = "pretty",
+    force: ui.ForceOpt = False,
+    fmt: ui.FormatOpt = "pretty",
 ) -> None:
     """Discard scheduled restarts or a scheduled switchover."""
     from ctl.services import maintenance as msvc
@@ -228,7 +232,7 @@ def cmd_remove(
     leader: Annotated[Optional[str], typer.Option("--leader", metavar="NAME",
                                                   help="With --yes-i-am-aware on a cluster that has a leader: its "
                                                        "name, as the third confirmation")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=ui.FORMAT_HELP)] = "pretty",
+    fmt: ui.FormatOpt = "pretty",
 ) -> None:
     """Delete every key of a cluster from etcd (stop its agents first)."""
     from ctl.services import control as ctrl
@@ -264,7 +268,7 @@ def cmd_remove(
 
 def cmd_query(
     ctx: typer.Context,
-    cluster_name: Annotated[Optional[str], typer.Argument(metavar="[CLUSTER_NAME]")] = None,
+    cluster_name: ui.ClusterArg = None,
     role: Annotated[Optional[str], typer.Option("--role", "-r", metavar="ROLE", help=_ROLE_HELP)] = None,
     member: Annotated[Optional[str], typer.Option("--member", "-m", metavar="NAME", help="A member by name")] = None,
     dbname: Annotated[Optional[str], typer.Option("--dbname", "-d", metavar="DB", help="Database")] = None,

@@ -98,7 +98,7 @@ def _refuse_like_plan(state: AppState, cluster: Cluster, action: str, candidate:
 
 def cmd_switchover(
     ctx: typer.Context,
-    cluster_name: Annotated[Optional[str], typer.Argument(metavar="[CLUSTER_NAME]")] = None,
+    cluster_name: ui.ClusterArg = None,
     leader: Annotated[Optional[str], typer.Option("--leader", "--primary", metavar="NAME",
                                                   help="The current leader (checked)")] = None,
     candidate: Annotated[Optional[str], typer.Option("--candidate", metavar="NAME",
@@ -110,7 +110,7 @@ def cmd_switchover(
     force: Annotated[bool, typer.Option("--force", help="Do not ask for anything")] = False,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for and verify the outcome")] = True,
     timeout: Annotated[float, typer.Option("--timeout", metavar="SEC", help="How long to wait for it")] = 60.0,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=ui.FORMAT_HELP)] = "pretty",
+    fmt: ui.FormatOpt = "pretty",
 ) -> None:
     """Switch the leader role over to a replica, gracefully; verifies the new leader accepts writes."""
     _switch(ctx.obj, "switchover", cluster_name, leader, candidate, scheduled, force, wait, timeout, fmt)
@@ -118,13 +118,13 @@ def cmd_switchover(
 
 def cmd_failover(
     ctx: typer.Context,
-    cluster_name: Annotated[Optional[str], typer.Argument(metavar="[CLUSTER_NAME]")] = None,
+    cluster_name: ui.ClusterArg = None,
     candidate: Annotated[Optional[str], typer.Option("--candidate", metavar="NAME",
                                                      help="The member to promote (required)")] = None,
     force: Annotated[bool, typer.Option("--force", help="Do not ask for anything")] = False,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for and verify the outcome")] = True,
     timeout: Annotated[float, typer.Option("--timeout", metavar="SEC", help="How long to wait for it")] = 60.0,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=ui.FORMAT_HELP)] = "pretty",
+    fmt: ui.FormatOpt = "pretty",
 ) -> None:
     """Promote a named member, with or without a healthy leader; verifies the outcome."""
     _switch(ctx.obj, "failover", cluster_name, None, candidate, None, force, wait, timeout, fmt)

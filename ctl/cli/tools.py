@@ -24,7 +24,7 @@ def _fmt(value: str, allowed: tuple[str, ...] = ("pretty", "json")) -> str:
 def cmd_plan(
     ctx: typer.Context,
     action: Annotated[str, typer.Argument(metavar="switchover|failover", help="The operation to plan")],
-    cluster_name: Annotated[Optional[str], typer.Argument(metavar="[CLUSTER_NAME]")] = None,
+    cluster_name: ui.ClusterArg = None,
     candidate: Annotated[Optional[str], typer.Option("--candidate", metavar="NAME",
                                                      help="Judge this member as the requested candidate")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=_FORMAT_HELP)] = "pretty",
@@ -53,7 +53,7 @@ def cmd_plan(
 
 def cmd_check(
     ctx: typer.Context,
-    cluster_name: Annotated[Optional[str], typer.Argument(metavar="[CLUSTER_NAME]")] = None,
+    cluster_name: ui.ClusterArg = None,
     strict: Annotated[bool, typer.Option("--strict", help="Warnings fail the check too")] = False,
     fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help=_FORMAT_HELP)] = "pretty",
 ) -> int:
@@ -75,7 +75,7 @@ def cmd_check(
 
 def cmd_audit(
     ctx: typer.Context,
-    cluster_name: Annotated[Optional[str], typer.Argument(metavar="[CLUSTER_NAME]")] = None,
+    cluster_name: ui.ClusterArg = None,
     last: Annotated[int, typer.Option("-n", "--last", metavar="N", help="Show the newest N entries")] = 20,
     fmt: Annotated[str, typer.Option("--format", "-f", metavar="FMT", help="Output: pretty, tsv or json")]
     = "pretty",

@@ -169,9 +169,10 @@ def cmd_show_config(
     fmt = _fmt(fmt, ("yaml", "yml", "json"))
     cluster = _one_cluster(ctx.obj, cluster_name)
     if effective is not None:
+        from ctl import render_edit
         from ctl.services import edit_config
 
-        out(render.render_effective(edit_config.effective_config(cluster, effective, ctx.obj.config), fmt))
+        out(render_edit.render_effective(edit_config.effective_config(cluster, effective, ctx.obj.config), fmt))
         return
     if cluster.config is None:
         raise NotFound(f"cluster {cluster.scope!r} has no dynamic configuration (no config key)")

@@ -17,34 +17,19 @@ import psycopg
 from psycopg.rows import dict_row
 
 from ctl.errors import PgCommandError
-from ctl.pg.probe import PgState, state_from_row
+from ctl.pg.probe import PgState, state_from_row, status_sql
 
 log = logging.getLogger(__name__)
 
-# Lighter than PROBE_SQL (no pg_settings/pg_file_settings, no control file): what the REST answers need. A primary's
-# position is its flush LSN, as Patroni 4 reports it: replicas can receive only flushed WAL, so it is the fair
-# reference for their lag. Replication rows carry Patroni's six keys only.
-LIVE_SQL = """
-SELECT pg_is_in_recovery() AS in_recovery,
-  CASE WHEN NOT pg_is_in_recovery() THEN (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint END AS wal_lsn,
-  (pg_last_wal_receive_lsn() - '0/0'::pg_lsn)::bigint AS received_lsn,
-  (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint AS replayed_lsn,
-  pg_last_xact_replay_timestamp() AS replayed_timestamp,
-  CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END AS wal_replay_paused,
-  CASE WHEN NOT pg_is_in_recovery()
-       THEN ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
-       ELSE (SELECT timeline_id FROM pg_control_checkpoint()) END AS timeline,
-  current_setting('server_version_num')::int AS server_version,
-  pg_postmaster_start_time() AS postmaster_start_time,
-  (SELECT min_recovery_end_timeline FROM pg_control_recovery()) AS min_recovery_tli,
-  (SELECT row_to_json(w) FROM (
-     SELECT status, received_tli, sender_host, sender_port,
-            (latest_end_lsn - '0/0'::pg_lsn)::bigint AS latest_end_lsn
-     FROM pg_stat_wal_receiver) w) AS wal_receiver,
-  (SELECT coalesce(json_agg(r ORDER BY r.application_name), '[]'::json) FROM (
-     SELECT usename, application_name, host(client_addr) AS client_addr, state, sync_state, sync_priority
-     FROM pg_stat_replication) r) AS replication
-"""
+# Lighter than PROBE_SQL (no pg_settings/pg_file_settings, no control file's system identifier): what the REST
+# answers need. A primary's position is its flush LSN, as Patroni 4 reports it: replicas can receive only flushed
+# WAL, so it is the fair reference for their lag. The WAL receiver adds latest_end_lsn (the upstream's WAL end as
+# its walsender last reported it); replication rows carry Patroni's six keys only.
+LIVE_SQL = status_sql(
+    position="pg_current_wal_flush_lsn",
+    receiver=""",
+            (latest_end_lsn - '0/0'::pg_lsn)::bigint AS latest_end_lsn""",
+)
 
 
 @dataclass(frozen=True)

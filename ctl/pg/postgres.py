@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import tempfile
 import threading
 import time
 from functools import cached_property
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable
 
 import psycopg
 
@@ -160,94 +159,6 @@ class Postgres(SqlAccess, OfflineTools):
             PgCommandError: no binaries, or the OS user is missing (on first use).
         """
         return DataDir(self.data_dir, self.bin_dir, self.os_user)
-
-    # ------------------------------------------------------------------------------------------ data dir
-
-    def data_dir_empty(self) -> bool:
-        try:
-            return not os.listdir(self.data_dir)
-        except FileNotFoundError:
-            return True
-
-    def _has_cluster(self) -> bool:
-        return os.path.exists(os.path.join(self.data_dir, "PG_VERSION"))
-
-    def remove_data_dir(self) -> None:
-        """Delete the data directory (e.g. before a re-clone).
-
-        Raises:
-            PgCommandError: the server is running.
-        """
-        with self._lock:
-            if self.is_running():
-                raise PgCommandError(f"refusing to remove {self.data_dir}: PostgreSQL is running")
-            shutil.rmtree(self.data_dir, ignore_errors=True)
-            log.info("removed data directory %s", self.data_dir)
-
-    def initdb(self, options: Sequence[str | Mapping[str, Any]] | None = None, timeout: float = 300) -> None:
-        """Run initdb into an empty data directory; `options` is Patroni's `bootstrap.initdb` list.
-
-        The superuser is created with the configured name and password (through --pwfile, never argv).
-
-        Raises:
-            ConfigError: bad options.  PgCommandError: the data directory is not empty, or initdb failed.
-        """
-        args = conf.initdb_args(options)
-        with self._lock:
-            if self.is_running():
-                raise PgCommandError("cannot initdb: PostgreSQL is running")
-            self.files.initdb(args, self.settings.superuser, timeout)
-            log.info("initdb done in %s", self.data_dir)
-
-    def write_config(
-        self,
-        parameters: Mapping[str, Any],
-        pg_hba: Sequence[str],
-        *,
-        standby: bool,
-        primary_conninfo: str | Mapping[str, Any] | None = None,
-        primary_slot_name: str | None = None,
-        recovery_target_timeline: str = "latest",
-    ) -> bool:
-        """Write postgresql.hactl.conf (+ the include in postgresql.conf), pg_hba.conf and standby.signal;
-        True when any file changed (files are rewritten only when their content differs).
-
-        `pg_hba` empty means conf.default_hba(). `primary_conninfo` gets application_name=<member name> unless
-        it has one (so pg_stat_replication names the member). `primary_slot_name` is sanitized like Patroni.
-        Takes effect on the next start(), or reload() for reloadable parameters (see PgState.pending_restart;
-        primary_conninfo and primary_slot_name are reloadable, standby.signal needs a restart).
-
-        Raises:
-            ConfigError: a malformed conninfo or parameter name.  PgCommandError: no data directory.
-        """
-        if not self._has_cluster():
-            raise PgCommandError(f"no PostgreSQL data directory in {self.data_dir}")
-        conninfo = None
-        if standby and primary_conninfo:
-            _, params, password = conf.split_password(primary_conninfo)
-            params.setdefault("application_name", self.name)
-            conninfo = conf.build_conninfo(**params, password=password)
-        params_out = conf.managed_parameters(
-            parameters,
-            address=self.address,
-            socket_dir=self.socket_dir,
-            hba_file=os.path.join(self.data_dir, "pg_hba.conf"),
-            standby=standby,
-            primary_conninfo=conninfo,
-            primary_slot_name=conf.slot_name(primary_slot_name) if primary_slot_name else None,
-            recovery_target_timeline=recovery_target_timeline,
-        )
-        hba = list(pg_hba) or conf.default_hba(self.settings.replication.username)
-        su = self.settings.superuser
-        files = self.files
-        changed = files.update(conf.HACTL_CONF, conf.render_conf(params_out))
-        changed |= files.update("pg_hba.conf", conf.render_hba(hba, su.username, bool(su.password)))
-        changed |= files.update("postgresql.conf", conf.with_include(files.read("postgresql.conf") or ""))
-        if standby:
-            changed |= files.update("standby.signal", "")
-        else:
-            changed |= files.unlink("standby.signal")
-        return changed
 
     # ------------------------------------------------------------------------------------------ process
 

@@ -10,11 +10,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping
 
+# What the HA loop's probe (PROBE_SQL) and the REST API's request-time read (ctl.pg.live.LIVE_SQL) both select, in
+# one round trip. Each fills in its own parts:
+#   {position}  the function that gives a primary's position (wal_lsn): the probe's pg_current_wal_lsn, the live
+#               read's pg_current_wal_flush_lsn (see LIVE_SQL);
+#   {receiver}  more pg_stat_wal_receiver columns, {senders} more pg_stat_replication columns, {extra} more result
+#               columns (each with its leading comma).
 # Timeline of a primary: the first 8 hex digits of its current WAL file name (as Patroni does); the checkpoint
-# timeline lags right after a promotion. A replica: the timeline its WAL receiver streams, else the replayed one.
-PROBE_SQL = """
+# timeline lags right after a promotion. A replica: the timeline its WAL receiver streams, else the replayed one
+# (the checkpoint's and the minimum recovery point's, combined by replica_timeline()).
+_STATUS_SQL = """
 SELECT pg_is_in_recovery() AS in_recovery,
-  CASE WHEN NOT pg_is_in_recovery() THEN (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint END AS wal_lsn,
+  CASE WHEN NOT pg_is_in_recovery() THEN ({position}() - '0/0'::pg_lsn)::bigint END AS wal_lsn,
   (pg_last_wal_receive_lsn() - '0/0'::pg_lsn)::bigint AS received_lsn,
   (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint AS replayed_lsn,
   pg_last_xact_replay_timestamp() AS replayed_timestamp,
@@ -22,26 +29,45 @@ SELECT pg_is_in_recovery() AS in_recovery,
   CASE WHEN NOT pg_is_in_recovery()
        THEN ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
        ELSE (SELECT timeline_id FROM pg_control_checkpoint()) END AS timeline,
-  (SELECT system_identifier FROM pg_control_system())::text AS system_identifier,
   current_setting('server_version_num')::int AS server_version,
   pg_postmaster_start_time() AS postmaster_start_time,
-  current_setting('synchronous_standby_names') AS sync_names,
   (SELECT min_recovery_end_timeline FROM pg_control_recovery()) AS min_recovery_tli,
   (SELECT row_to_json(w) FROM (
-     SELECT status, received_tli, sender_host, sender_port,
-            (flushed_lsn - '0/0'::pg_lsn)::bigint AS flushed_lsn
+     SELECT status, received_tli, sender_host, sender_port{receiver}
      FROM pg_stat_wal_receiver) w) AS wal_receiver,
   (SELECT coalesce(json_agg(r ORDER BY r.application_name), '[]'::json) FROM (
-     SELECT usename, application_name, host(client_addr) AS client_addr, state, sync_state, sync_priority,
+     SELECT usename, application_name, host(client_addr) AS client_addr, state, sync_state, sync_priority{senders}
+     FROM pg_stat_replication) r) AS replication{extra}
+"""
+_POSITIONS = ("pg_current_wal_lsn", "pg_current_wal_flush_lsn")
+
+
+def status_sql(*, position: str, receiver: str = "", senders: str = "", extra: str = "") -> str:
+    """The shared status query with one read's own parts filled in (see _STATUS_SQL)."""
+    if position not in _POSITIONS:
+        raise ValueError(f"unknown position function {position!r}")
+    return _STATUS_SQL.format(position=position, receiver=receiver, senders=senders, extra=extra)
+
+
+# The HA loop's probe: the primary's position is pg_current_wal_lsn() (what the loop publishes as xlog_location and
+# compares for failover, as Patroni does); the receiver's flushed LSN, each walsender's positions, the system
+# identifier, synchronous_standby_names in effect and the parameters waiting for a restart.
+PROBE_SQL = status_sql(
+    position="pg_current_wal_lsn",
+    receiver=""",
+            (flushed_lsn - '0/0'::pg_lsn)::bigint AS flushed_lsn""",
+    senders=""",
             (sent_lsn - '0/0'::pg_lsn)::bigint AS sent_lsn, (write_lsn - '0/0'::pg_lsn)::bigint AS write_lsn,
-            (flush_lsn - '0/0'::pg_lsn)::bigint AS flush_lsn, (replay_lsn - '0/0'::pg_lsn)::bigint AS replay_lsn
-     FROM pg_stat_replication) r) AS replication,
+            (flush_lsn - '0/0'::pg_lsn)::bigint AS flush_lsn, (replay_lsn - '0/0'::pg_lsn)::bigint AS replay_lsn""",
+    extra=""",
+  (SELECT system_identifier FROM pg_control_system())::text AS system_identifier,
+  current_setting('synchronous_standby_names') AS sync_names,
   (SELECT coalesce(json_object_agg(s.name, json_build_object(
             'old_value', current_setting(s.name),
             'new_value', (SELECT f.setting FROM pg_file_settings f WHERE f.name = s.name
                           ORDER BY f.seqno DESC LIMIT 1))), '{}'::json)
-     FROM pg_settings s WHERE s.pending_restart) AS pending_restart
-"""
+     FROM pg_settings s WHERE s.pending_restart) AS pending_restart""",
+)
 
 
 @dataclass(frozen=True)

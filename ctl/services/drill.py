@@ -155,7 +155,7 @@ def run_drill(cluster: Cluster, plan: osvc.SwitchoverPlan, dcs: Any, rest: Any, 
     record.write_errors = load.errors
     progress(f"checking {len(acks)} acknowledged writes on the leader")
     with _connect(conninfo) as conn:
-        ids = list(load.acked)
+        ids = load.acked_ids()
         found = {r[0] for r in conn.execute(f"SELECT id FROM {table} WHERE id = ANY(%s)", (ids,))}  # type: ignore
         record.lost_ids = sorted(set(ids) - found)
         record.lost_acked_writes = len(record.lost_ids)

@@ -2,7 +2,10 @@
 `target_session_attrs=read-write` (what an application does), and the figures a stopwatch would give.
 
 Each writer keeps the acknowledgement time of every id it inserted; `longest_gap()` is the longest stretch with no
-acknowledged write across all writers. psycopg 3 is imported only when a drill runs.
+acknowledged write across all writers. An id counts as acknowledged only when its COMMIT returned without an error
+and without a WARNING: PostgreSQL turns a cancelled synchronous-replication wait into a local commit with a WARNING,
+which is not durable. The integration tests' writers (tests/support/writers.py) are these. psycopg 3 is imported
+only when a drill runs.
 """
 
 from __future__ import annotations
@@ -38,14 +41,20 @@ def longest_gap(acks: Sequence[float], start: float, end: float) -> float:
 
 @dataclass
 class Writers:
-    """N threads inserting `(id, writer)` rows into `table` until stopped."""
+    """N threads inserting `(id, writer)` rows into `table` until stopped.
+
+    `conninfo` is psycopg.connect() keyword arguments (with autocommit). Writer n's ids are
+    `id_base + (n + 1) * 10**9 + 1, 2, ...`, so runs with different `id_base` can share a table.
+    """
 
     conninfo: dict[str, Any]
     table: str
     count: int = 4
     pause: float = 0.01  # between inserts of one writer
+    id_base: int = 0
     acked: dict[int, float] = field(default_factory=dict)  # id -> monotonic ack time
     errors: int = 0
+    warned: int = 0  # commits that returned a WARNING (not acknowledged)
     last_error: str = ""
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -66,6 +75,10 @@ class Writers:
         with self._lock:
             return list(self.acked.values())
 
+    def acked_ids(self) -> list[int]:
+        with self._lock:
+            return list(self.acked)
+
     def _run(self, n: int) -> None:
         import psycopg
 
@@ -75,12 +88,18 @@ class Writers:
             try:
                 if conn is None:
                     conn = psycopg.connect(**self.conninfo)
+                    notices: list[str] = []
+                    conn.add_notice_handler(lambda d, sink=notices: sink.append(d.severity_nonlocalized or ""))
                 seq += 1
-                row_id = (n + 1) * 1_000_000_000 + seq
+                row_id = self.id_base + (n + 1) * 1_000_000_000 + seq
+                notices.clear()
                 conn.execute(f"INSERT INTO {self.table} (id, writer) VALUES (%s, %s)", (row_id, n))  # type: ignore
                 now = time.monotonic()
                 with self._lock:
-                    self.acked[row_id] = now
+                    if "WARNING" in notices:  # "canceling wait for synchronous replication": committed locally only
+                        self.warned += 1
+                    else:
+                        self.acked[row_id] = now
             except Exception as exc:  # noqa: BLE001 - a failover breaks connections: reconnect and go on
                 with self._lock:
                     self.errors += 1

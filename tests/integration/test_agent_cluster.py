@@ -33,10 +33,7 @@ def patronictl() -> str:
 @pytest.fixture
 def healthy(cluster: AgentCluster) -> str:
     """Every node's agent running, a leader, two streaming replicas; returns the leader's name."""
-    for name, node in cluster.nodes.items():
-        if node.proc is None or node.proc.poll() is not None:
-            cluster.start(name)
-    return cluster.wait_healthy(timeout=120)
+    return cluster.heal(timeout=120)
 
 
 class WriteProbe:

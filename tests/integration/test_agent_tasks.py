@@ -37,10 +37,7 @@ def cluster(request):
 
 @pytest.fixture
 def healthy(cluster: AgentCluster) -> str:
-    for name, node in cluster.nodes.items():
-        if node.proc is None or node.proc.poll() is not None:
-            cluster.start(name)
-    return cluster.wait_healthy(timeout=60)
+    return cluster.heal(timeout=60)
 
 
 def post(cluster: AgentCluster, name: str, path: str, body: dict | None = None, method: str = "POST"):

@@ -34,12 +34,7 @@ def cluster(request):
 
 @pytest.fixture
 def healthy(cluster: AgentCluster) -> str:
-    for name, node in cluster.nodes.items():
-        if node.proc is None or node.proc.poll() is not None:
-            cluster.start(name)
-    leader = cluster.wait_healthy(timeout=120)
-    wait_for(lambda: cluster.dcs().get("failover") in (None, "{}"), timeout=20, what="no pending failover key")
-    return leader
+    return cluster.heal(timeout=120, no_failover_key=True)
 
 
 def hactl(cluster: AgentCluster, *args: str, timeout: float = 120, env: dict | None = None

@@ -339,10 +339,10 @@ def test_username_password_auth(auth_etcd, tmp_path) -> None:
 def test_expired_token_is_renewed_once(auth_etcd) -> None:
     g = gateway(auth_etcd, username="root", password="rootpw")
     assert len(g.get_prefix("/auth-ns/demo/")[0]) == 10
-    for endpoint in g._endpoints:
+    for endpoint in g._transport.endpoints:
         endpoint.token = "stale.token.1"
     assert len(g.get_prefix("/auth-ns/demo/")[0]) == 10
-    assert g._endpoints[0].token != "stale.token.1"
+    assert g._transport.endpoints[0].token != "stale.token.1"
     g.close()
 
 
@@ -485,8 +485,8 @@ def test_kept_alive_connection_survives_an_etcd_restart(namespace) -> None:
         seed(server, namespace)
         g = gateway(server)
         assert len(g.get_prefix(namespace)[0]) == 10
-        sock = g._endpoints[0].conn.sock
-        assert len(g.get_prefix(namespace)[0]) == 10 and g._endpoints[0].conn.sock is sock  # reused
+        sock = g._transport.endpoints[0].conn.sock
+        assert len(g.get_prefix(namespace)[0]) == 10 and g._transport.endpoints[0].conn.sock is sock  # reused
         server.stop()
         server.start()
         assert len(g.get_prefix(namespace)[0]) == 10  # the stale connection is replaced, no error

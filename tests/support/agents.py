@@ -140,6 +140,19 @@ class AgentCluster:
         for name in names[1:]:
             self.start(name)
 
+    def heal(self, timeout: float = 120, no_failover_key: bool = False) -> str:
+        """Start every agent a test killed or stopped and wait until the cluster is healthy; returns the leader.
+
+        With `no_failover_key`, also wait until no switchover/failover key is left pending.
+        """
+        for name, node in self.nodes.items():
+            if node.proc is None or node.proc.poll() is not None:
+                self.start(name)
+        leader = self.wait_healthy(timeout=timeout)
+        if no_failover_key:
+            wait_for(lambda: self.dcs().get("failover") in (None, "{}"), timeout=20, what="no pending failover key")
+        return leader
+
     # ------------------------------------------------------------------------------------------ observation
     def dcs(self) -> dict[str, Any]:
         """Raw keys of the cluster prefix via the etcd JSON gateway: {relative key: value}."""

@@ -20,22 +20,25 @@ def patronictl_exe() -> str:
 
     Under CI=true an install failure fails the test; elsewhere it skips with the reason.
     """
-    exe = os.path.join(VENV, "bin", "patronictl")
-    stamp = os.path.join(VENV, ".installed-" + PATRONI.replace("/", "_"))
+    return _installed(VENV, sys.executable, "patronictl")
+
+
+def _installed(venv: str, python: str, program: str) -> str:
+    """`program` from Patroni installed into `venv` (created with `python`) once; a stamp file marks it done."""
+    stamp = os.path.join(venv, ".installed-" + PATRONI.replace("/", "_"))
     if not os.path.exists(stamp):
         try:
-            subprocess.run([sys.executable, "-m", "venv", "--clear", VENV], check=True, capture_output=True,
-                           timeout=120)
-            subprocess.run([os.path.join(VENV, "bin", "pip"), "install", "-q", PATRONI], check=True,
+            subprocess.run([python, "-m", "venv", "--clear", venv], check=True, capture_output=True, timeout=120)
+            subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q", PATRONI], check=True,
                            capture_output=True, text=True, timeout=600)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
             detail = getattr(exc, "stderr", None) or str(exc)
-            msg = f"cannot install {PATRONI} into {VENV}: {str(detail).strip()[-500:]}"
+            msg = f"cannot install {PATRONI} into {venv}: {str(detail).strip()[-500:]}"
             if in_ci():
                 pytest.fail(msg)
             pytest.skip(msg)
         open(stamp, "w").close()
-    return exe
+    return os.path.join(venv, "bin", program)
 
 
 def clean_env() -> dict[str, str]:
@@ -51,22 +54,8 @@ SYS_VENV = os.path.join(REPO, ".cache", "patroni-sysvenv")
 def patroni_daemon_exe() -> str:
     """`patroni` in a venv of the system Python, so that an unprivileged OS user can run it (PostgreSQL refuses
     root, and the default interpreter may live under a private home directory)."""
-    exe = os.path.join(SYS_VENV, "bin", "patroni")
-    stamp = os.path.join(SYS_VENV, ".installed-" + PATRONI.replace("/", "_"))
-    if not os.path.exists(stamp):
-        python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
-        try:
-            subprocess.run([python, "-m", "venv", "--clear", SYS_VENV], check=True, capture_output=True, timeout=120)
-            subprocess.run([os.path.join(SYS_VENV, "bin", "pip"), "install", "-q", PATRONI], check=True,
-                           capture_output=True, text=True, timeout=600)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
-            detail = getattr(exc, "stderr", None) or str(exc)
-            msg = f"cannot install {PATRONI} into {SYS_VENV}: {str(detail).strip()[-500:]}"
-            if in_ci():
-                pytest.fail(msg)
-            pytest.skip(msg)
-        open(stamp, "w").close()
-    return exe
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    return _installed(SYS_VENV, python, "patroni")
 
 
 class PatroniCluster:

@@ -1,17 +1,15 @@
 """Concurrent writers that remember which rows the cluster acknowledged (durability tests and bench/durability.py).
 
-Each writer has its own connection through one multi-host libpq string with `target_session_attrs=read-write`
-(what an application of an HA cluster uses), INSERTs client-chosen ids back to back in autocommit, and records an
-id as acknowledged only when COMMIT returned without error and without a WARNING (PostgreSQL turns a cancelled
-synchronous wait into a commit with a WARNING: not durable, so not counted as acknowledged).
+The writers are the drill's (ctl.services.drill_load.Writers): one connection each through one multi-host libpq
+string with `target_session_attrs=read-write` (what an application of an HA cluster uses), client-chosen ids INSERTed
+back to back in autocommit, an id acknowledged only when COMMIT returned without an error and without a WARNING
+(PostgreSQL turns a cancelled synchronous wait into a commit with a WARNING: not durable, so not counted). This module
+binds them to a test AgentCluster and adds the tests' checks.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from dataclasses import dataclass, field
-
+from ctl.services.drill_load import Writers as _DrillWriters
 from tests.support.agents import SUPERUSER_PASSWORD, AgentCluster
 
 TABLE = "acked_writes"
@@ -28,82 +26,35 @@ def create_table(cluster: AgentCluster, leader: str) -> None:
     cluster.sql(leader, f"CREATE TABLE IF NOT EXISTS {TABLE} (id bigint PRIMARY KEY, writer int)")
 
 
-@dataclass
-class _Writer:
-    index: int
-    acked: list[int] = field(default_factory=list)
-    ack_times: list[float] = field(default_factory=list)
-    warned: int = 0
-    errors: int = 0
-    last_error: str = ""
-
-
 class Writers:
-    """`n` writer threads; `acked()` is every id a COMMIT acknowledged, `gaps()` the pauses between acks."""
+    """`n` writer threads; `acked()` is every id a COMMIT acknowledged, `gap()` the longest pause between acks."""
 
     def __init__(self, cluster: AgentCluster, n: int = 4, id_base: int = 0) -> None:
         self.dsn = conninfo(cluster)
-        self._stop = threading.Event()
-        self._writers = [_Writer(i) for i in range(n)]
-        self._threads = [threading.Thread(target=self._run, args=(w, id_base), daemon=True) for w in self._writers]
+        self._load = _DrillWriters({"conninfo": self.dsn, "autocommit": True}, TABLE, n, pause=0.0, id_base=id_base)
 
     def __enter__(self) -> "Writers":
-        for t in self._threads:
-            t.start()
+        self._load.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=30)
-
-    def _run(self, w: _Writer, id_base: int) -> None:
-        import psycopg
-
-        seq = 0
-        conn = None
-        while not self._stop.is_set():
-            try:
-                if conn is None:
-                    conn = psycopg.connect(self.dsn, autocommit=True)
-                    notices: list[str] = []
-                    conn.add_notice_handler(lambda d, sink=notices: sink.append(d.severity_nonlocalized or ""))
-                seq += 1
-                rid = id_base + w.index * 1_000_000_000 + seq
-                notices.clear()
-                conn.execute(f"INSERT INTO {TABLE} (id, writer) VALUES (%s, %s)", (rid, w.index))
-                if any(s == "WARNING" for s in notices):
-                    w.warned += 1  # "canceling wait for synchronous replication": committed locally only
-                    continue
-                w.acked.append(rid)
-                w.ack_times.append(time.monotonic())
-            except Exception as exc:  # noqa: BLE001 - the primary went away: the outcome of this id is unknown
-                w.errors += 1
-                w.last_error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                if conn is not None:
-                    try:
-                        conn.close()
-                    except Exception:  # noqa: BLE001
-                        pass
-                conn = None
-                time.sleep(0.05)
-        if conn is not None:
-            conn.close()
+        self._load.stop()
 
     def acked(self) -> set[int]:
-        return {rid for w in self._writers for rid in w.acked}
+        return set(self._load.acked_ids())
 
     def errors(self) -> str:
-        return "; ".join(f"writer {w.index}: {w.errors} errors, last: {w.last_error}" for w in self._writers)
+        load = self._load
+        return f"{load.errors} errors, {load.warned} commits with a WARNING, last error: {load.last_error or '-'}"
 
     def count(self) -> int:
-        return sum(len(w.acked) for w in self._writers)
+        return len(self._load.ack_times())
 
     def ack_times(self) -> list[float]:
-        return sorted(t for w in self._writers for t in w.ack_times)
+        return sorted(self._load.ack_times())
 
     def gap(self, after: float) -> float | None:
         """The longest time without any acknowledged write from 1 s before `after` (a fault) to the last ack."""

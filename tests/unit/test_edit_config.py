@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from ctl import render
+from ctl import render_edit
 from ctl.cli.app import app
 from ctl.cli.editconfig import editor_command
 from ctl.config import build
@@ -120,8 +120,8 @@ def test_load_yaml_mapping():
 def test_diff_is_patronictls_and_coloured_only_on_request():
     diff = ec.unified_diff(ec.dump({"loop_wait": 10, "ttl": 30}), ec.dump({"loop_wait": 5, "ttl": 30}))
     assert diff == "--- \n+++ \n@@ -1,2 +1,2 @@\n-loop_wait: 10\n+loop_wait: 5\n ttl: 30\n"
-    assert render.render_diff(diff, color=False) == diff
-    coloured = render.render_diff(diff, color=True)
+    assert render_edit.render_diff(diff, color=False) == diff
+    coloured = render_edit.render_diff(diff, color=True)
     assert "\x1b[31m-loop_wait: 10" in coloured and "\x1b[32m+loop_wait: 5" in coloured and "\x1b[36m@@" in coloured
 
 
@@ -135,7 +135,7 @@ def test_effects_list_restart_reload_and_overrides():
 
     change = ec.plan_change(cluster, after, pgsettings.bundled(15), {"node1": {"work_mem": "16MB"}})
     assert change.restart_needed == ["max_connections"]
-    text = render.render_change_effects(change)
+    text = render_edit.render_change_effects(change)
     assert "  max_connections  150 -> 200  (restart needed: members will show pending restart)\n" in text
     assert "  work_mem         (unset) -> 8MB  (reload)\n" in text
     assert "pg_x.y           (unset) -> 1  (not in the catalogue: effect unknown)" in text
@@ -185,7 +185,7 @@ def test_parameters_the_agent_owns_are_shown_as_ignored():
     cluster = FakeDcs().get_cluster(NS, "demo")
     change = ec.plan_change(cluster, ec.apply_pairs(cluster.config.data, ["postgresql.parameters.port=6000"]), None)
     assert change.restart_needed == []
-    assert "port  (unset) -> 6000  (ignored: each member's agent sets it itself)" in render.render_change_effects(change)
+    assert "port  (unset) -> 6000  (ignored: each member's agent sets it itself)" in render_edit.render_change_effects(change)
 
 
 # ----------------------------------------------------------------------------------------------- the command

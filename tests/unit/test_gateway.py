@@ -1,4 +1,7 @@
-"""The pure parts of ctl.dcs.gateway: request building and response parsing (network behaviour: integration)."""
+"""The pure parts of ctl.dcs.gateway, gateway_transport and httpconn: request building and response parsing.
+
+Network behaviour is in tests/integration/test_views.py.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,9 @@ import socket
 import pytest
 
 from ctl.config import EtcdSettings
-from ctl.dcs import gateway
+from ctl.dcs import gateway_transport
 from ctl.dcs.gateway import EtcdGateway, b64, parse_range_response, unb64
+from ctl.dcs.httpconn import HttpConnection, HttpError
 from ctl.errors import ConfigError, DcsError
 from tests.support.patroni_dumps import load_range_json
 
@@ -57,20 +61,21 @@ def test_tls_context_uses_the_configured_ca_not_the_environment(tmp_path, monkey
     with pytest.raises(ConfigError, match="missing-ca.pem"):
         EtcdGateway(s)
     ok = EtcdGateway(EtcdSettings(hosts=(("h", 2379),), protocol="https"))  # system store, env ignored
-    assert ok._ssl_context is not None
+    assert ok._transport.ssl_context is not None
 
 
 def test_transport_errors_are_described_briefly() -> None:
-    assert gateway._describe_transport(socket.timeout()) == "timed out"
-    assert gateway._describe_transport(ConnectionRefusedError(111, "Connection refused")) == "connection refused"
-    assert gateway._describe_refusal("etcdserver: user name is empty").startswith("authentication is enabled")
-    assert gateway._describe_refusal("etcdserver: permission denied") == "permission denied"
+    describe, refusal = gateway_transport._describe_transport, gateway_transport._describe_refusal
+    assert describe(socket.timeout()) == "timed out"
+    assert describe(ConnectionRefusedError(111, "Connection refused")) == "connection refused"
+    assert refusal("etcdserver: user name is empty").startswith("authentication is enabled")
+    assert refusal("etcdserver: permission denied") == "permission denied"
 
 
-def _answer(raw: bytes) -> tuple[int, bytes, gateway._HttpConnection]:
+def _answer(raw: bytes) -> tuple[int, bytes, HttpConnection]:
     """Feed a canned HTTP answer through a socketpair (no network) and read it with the gateway's client."""
     ours, theirs = socket.socketpair()
-    conn = gateway._HttpConnection("127.0.0.1", 2379)
+    conn = HttpConnection("127.0.0.1", 2379)
     conn.sock = ours
     theirs.sendall(raw)
     theirs.shutdown(socket.SHUT_WR)
@@ -104,7 +109,7 @@ def test_http_client_content_length_and_close_delimited_bodies() -> None:
 
 
 def test_http_client_rejects_garbage() -> None:
-    with pytest.raises(gateway._HttpError, match="not an HTTP answer"):
+    with pytest.raises(HttpError, match="not an HTTP answer"):
         _answer(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
-    with pytest.raises(gateway._HttpError, match="closed in the middle"):
+    with pytest.raises(HttpError, match="closed in the middle"):
         _answer(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n{}")

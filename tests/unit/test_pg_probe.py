@@ -82,3 +82,20 @@ def test_replica_timeline_never_goes_back_while_the_postmaster_runs():
     assert restarted.timeline == 4  # a new postmaster (after a rewind, say) starts from what it reports
     assert state_from_row(_row(in_recovery=True, wal_lsn=None, received_lsn=None, replayed_lsn=900, timeline=4,
                                min_recovery_tli=6, wal_receiver=None)).timeline == 6
+
+
+def test_the_loop_probe_and_the_live_read_share_columns_but_not_the_primary_position():
+    """The HA loop compares and publishes pg_current_wal_lsn(); the REST read reports the flush LSN (Patroni 4)."""
+    from ctl.pg.live import LIVE_SQL
+
+    assert "(pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint END AS wal_lsn" in probe.PROBE_SQL
+    assert "(pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint END AS wal_lsn" in LIVE_SQL
+    assert "pg_current_wal_flush_lsn" not in probe.PROBE_SQL
+    for column in ("AS pending_restart", "AS sync_names", "AS system_identifier", "AS flushed_lsn", "AS sent_lsn"):
+        assert column in probe.PROBE_SQL and column not in LIVE_SQL, column
+    assert "AS latest_end_lsn" in LIVE_SQL and "latest_end_lsn" not in probe.PROBE_SQL
+    for column in ("AS timeline", "AS min_recovery_tli", "AS postmaster_start_time", "AS received_lsn",
+                   "AS replayed_lsn", "AS wal_receiver", "AS replication", "sync_priority"):
+        assert column in probe.PROBE_SQL and column in LIVE_SQL, column
+    with pytest.raises(ValueError):
+        probe.status_sql(position="pg_terminate_backend")
