@@ -116,9 +116,10 @@ class Failsafe:
         failed = tuple(sorted(n for n, ok in self._post_all(others, deadline, pg).items() if not ok))
         took = time.monotonic() - started
         if not failed:
+            first = not self._active_at  # the first passed exchange of this outage is logged at info
             self._active_at = self._passed_at = started
-            log.debug("failsafe: %d members accepted POST /failsafe in %.2fs, %.2fs after the last renewal or passed "
-                      "exchange", len(others), took, since)
+            log.log(logging.INFO if first else logging.DEBUG, "failsafe: %d members accepted POST /failsafe in "
+                    "%.2fs, asked %.2fs after the last renewal or passed exchange", len(others), took, since)
         else:
             self._active_at = 0.0
             log.warning("failsafe: %s did not accept POST /failsafe (asked %.2fs after the last renewal or passed "

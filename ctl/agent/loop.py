@@ -295,6 +295,8 @@ class Agent:
         if s is not None and s.running and self.runner.busy is None:
             node.hooks.adopted(role_of(node))  # found running at start and no callback yet: on_start, as Patroni
         c = node.cluster
+        if dcsfail.failed(self.dcs):
+            return  # etcd went away during the actions: the DCS-error path runs next, without more timeouts
         if node.last_lock_renewal is not None and c is not None and c.leader is not None and c.leader.name == self.name:
             self.failsafe.after_renewal()  # the `failsafe` key, after a renewal (Patroni's update_leader)
 
@@ -320,7 +322,7 @@ class Agent:
     def _publish(self) -> None:
         """Keep our lease alive and our member key current; refresh the cached status for the REST API."""
         me = self._self()
-        if self.cluster is not None:
+        if self.cluster is not None and not dcsfail.failed(self.dcs):  # after a failed call: the status only
             try:
                 lease = self.dcs.ensure_lease(self.settings.ttl)
                 if lease == self._lease_id:

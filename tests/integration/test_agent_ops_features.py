@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -345,9 +346,41 @@ def test_failsafe_leader_keeps_writing_while_every_member_is_up(failsafe: AgentC
     probe.assert_never_two_writable()
     assert c.wait_healthy() == leader
     mid_path = _log_count(c, leader, MID_ITERATION) > mid_path
+    with open(c.nodes[leader].log_path, encoding="utf-8", errors="replace") as f:
+        asked = re.findall(r"accepted POST /failsafe in \S+, asked (\S+) after", f.read())[-1:]
     print(f"\nfailsafe round {round_} ({'after a renewal' if mid_iteration else 'anywhere'}): {leader} kept "
           f"writing, longest write gap {_write_gap(probe, leader, t0):.2f}s; "
-          f"{'a call after the read failed first' if mid_path else 'the read failed first'}")
+          f"{'a call after the read failed first' if mid_path else 'the read failed first'}; "
+          f"members asked {''.join(asked)} after the last renewal")
+
+
+@pytest.mark.parametrize("round_", ROUNDS)
+def test_failsafe_leader_cut_off_etcd_alone_keeps_writing_and_no_replica_takes_over(failsafe: AgentCluster,
+                                                                                   round_: int):
+    """Only the primary loses etcd: its lease, and the leader key, expire after ttl while the replicas still see
+    etcd; they keep following it because it POSTs /failsafe to them (Patroni's rule), and it takes the lock again
+    once it reaches etcd."""
+    c = failsafe
+    leader = c.wait_healthy()
+    with WriteProbe(c) as probe:
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        c.nodes[leader].proxy.cut()
+        try:
+            wait_for(lambda: c.leader() is None, timeout=2 * c.ttl, interval=0.1, what="the leader key to expire")
+            expired = time.monotonic() - t0
+            while time.monotonic() - t0 < expired + c.ttl:  # a whole ttl after the lease is gone: nobody races
+                assert c.writable(leader), f"{leader} stopped accepting writes {time.monotonic() - t0:.1f}s in"
+                time.sleep(0.2)
+            assert c.leader() is None
+        finally:
+            c.nodes[leader].proxy.restore()
+        wait_for(lambda: c.leader() == leader, timeout=30, what=f"{leader} holding the lock again")
+        time.sleep(1)
+    probe.assert_never_two_writable()
+    assert c.wait_healthy() == leader
+    print(f"\nfailsafe round {round_} (leader cut off etcd alone): leader key gone {expired:.1f}s after the cut, "
+          f"{leader} kept writing, longest write gap {_write_gap(probe, leader, t0):.2f}s")
 
 
 @pytest.mark.parametrize("round_", ROUNDS)
