@@ -34,6 +34,10 @@ import signal
 import sys
 import time
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing would cost the fence ~10 ms at start
+if TYPE_CHECKING:
+    from typing import Callable
+
 # The death signal's default action must be "ignore": it may arrive while the fence's Python is still starting,
 # before the handler exists (SIGUSR1 would then kill the fence unfenced; seen under load). The getppid() check
 # after installing the handler catches that case.
@@ -189,14 +193,15 @@ class Fence:
         self.pid: int | None = None  # the postmaster it guards, once told
 
     @classmethod
-    def start(cls, data_dir: str, armed: bool, log_fd: int) -> "Fence":
+    def start(cls, data_dir: str, armed: bool, log_fd: int, spawn_from_keeper: "Callable[..., object]") -> "Fence":
         """Start a fence for the postmaster of `data_dir` (not told its PID yet).
+
+        `spawn_from_keeper` is ctl.pg.process.spawn_from_keeper, passed in because this file may import only the
+        standard library (and ctl.pg.process imports the PID helpers above from here).
 
         Raises:
             PgCommandError: the fence could not be started.
         """
-        from ctl.pg.process import spawn_from_keeper
-
         with open(__file__, encoding="utf-8") as f:
             source = f.read()
         read_fd, write_fd = os.pipe()  # both close-on-exec: no other child inherits them

@@ -36,7 +36,7 @@ from ctl.errors import PgCommandError
 from ctl.pg.binaries import binary
 from ctl.pg.fence import Fence, is_postmaster_of, pid_alive, read_postmaster_pid
 from ctl.pg.osuser import OsUser, chown
-from ctl.pg.process import spawn
+from ctl.pg.process import spawn, spawn_from_keeper
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class Postmaster:
     def _start_fence(self) -> Fence:
         fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         try:
-            return Fence.start(self.data_dir, self._armed, fd)
+            return Fence.start(self.data_dir, self._armed, fd, spawn_from_keeper)
         finally:
             os.close(fd)
 
