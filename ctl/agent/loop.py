@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from ctl import __version__
@@ -24,12 +24,15 @@ from ctl.agent.callbacks import hooks_for, role_of
 from ctl.agent.dynamic import DynamicConfigWatch
 from ctl.agent.execute import Executor
 from ctl.agent.failsafe import Failsafe
+from ctl.agent.handoff import Handoff
 from ctl.agent.node import NodeState
 from ctl.agent.peers import fetch_peers
 from ctl.agent.pgview import pg_view
 from ctl.agent.taskrunner import TaskResult, TaskRunner
 from ctl.config import Config
+from ctl.dcs.codec import parse_member
 from ctl.errors import CtlError, DcsUnavailable
+from ctl.ha import handoff
 from ctl.ha.actions import Decision, Kind
 from ctl.ha.decide import decide
 from ctl.ha.state import Observation
@@ -63,6 +66,8 @@ class Agent:
         self.runner = TaskRunner(self.wake.set, kill_children)
         self.executor = Executor(config, self.node, dcs, pg, clock, self.runner)
         self.dynamic = DynamicConfigWatch(config, self.node, pg)
+        self.handoff = Handoff(self.name, dcs, self._publish_now)  # a sync standby's nosync before it stops
+        self.executor.tasks.handoff = self.handoff
         self.cycle_lock = threading.RLock()  # one HA iteration, or a REST request starting a task
         self._requests: "queue.Queue[_Request]" = queue.Queue()
         self._status = NodeStatus(name=self.name, scope=self.scope, version=__version__)
@@ -97,7 +102,11 @@ class Agent:
         return self.runner.busy
 
     def status(self) -> NodeStatus:
-        return self._status
+        """The loop's last status, with a running base backup's progress as of now (not as of the last cycle)."""
+        status, progress = self._status, self.runner.progress
+        if progress != (dict(status.basebackup) if status.basebackup else None):
+            status = replace(status, basebackup=progress)
+        return status
 
     def read_cluster(self) -> Cluster | None:
         return self.dcs.get_cluster()
@@ -156,7 +165,11 @@ class Agent:
         if key.startswith("members/"):
             # a member that was not there before (a new or rejoining node): the leader makes its slot at once
             known = {m.name for m in self.cluster.members} if self.cluster is not None else set()
-            return not is_delete and key[len("members/"):] not in known
+            name = key[len("members/"):]
+            if is_delete or name not in known:
+                return not is_delete
+            # a synchronous standby handing its role over (nosync): drop it now, not on the next tick
+            return handoff.leader_wakes(self.cluster, self.name, parse_member(name, value))
         if key in ("status", "history") or key.startswith("hactl/"):  # hactl/audit/: nothing the loop acts on
             return False
         if key == "leader" and not is_delete and value == self.name:
@@ -314,7 +327,7 @@ class Agent:
     # ------------------------------------------------------------------------------------------------ publish
     def _self(self) -> member.Self:
         runner = self.runner
-        return member.Self(conn_url=self.conn_url, api_url=self.api_url, tags=self.config.tags,
+        return member.Self(conn_url=self.conn_url, api_url=self.api_url, tags=self.handoff.tags(self.config.tags),
                            task_state=runner.state, task_progress=runner.progress,
                            scheduled_restart=self.scheduled_restart, data_dir_empty=self.pg.data_dir_empty(),
                            failsafe_active=self.failsafe.is_active())
@@ -339,6 +352,17 @@ class Agent:
             except CtlError as exc:
                 log.warning("cannot update member key: %s", exc)
         self._status = member.node_status(self._status, self.node, me)
+
+    def _publish_now(self) -> bool:
+        """Write our member key now, outside the loop's rhythm (the hand-off's nosync tag); False if not written."""
+        if not self.cycle_lock.acquire(timeout=5.0):
+            return False
+        try:
+            self._last_member = None
+            self._publish()
+            return self._last_member is not None
+        finally:
+            self.cycle_lock.release()
 
     # ------------------------------------------------------------------------------------------------ stop
     def request_stop(self) -> None:
@@ -376,7 +400,10 @@ class Agent:
                 self.pg.stop(mode="fast", checkpoint=True)
             else:
                 log.info("shutting down: stopping PostgreSQL")
-                self.pg.stop(mode="fast")
+                self.handoff.around(lambda: self.pg.stop(mode="fast"), what="stopping PostgreSQL",
+                                    settings=self.settings, configured=self.config.tags, is_leader=leader,
+                                    known=self.node.cluster, running=bool(s is not None and s.running),
+                                    keepalive=self.dcs.refresh_lease)
             self.node.hooks.stopped("primary" if primary else role_of(self.node))
             if self.node.hooks.callbacks is not None:
                 self.node.hooks.callbacks.flush()  # on_stop must start before the agent exits

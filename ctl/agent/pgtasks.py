@@ -19,6 +19,7 @@ from ctl.config import Config
 from ctl.dcs import codec, keys
 from ctl.errors import ConfigError, CtlError
 from ctl.ha.standby import REMOTE
+from ctl.pg.process import cancellable
 
 log = logging.getLogger("hactl.agent")
 
@@ -27,6 +28,8 @@ _PROGRESS = re.compile(r"(\d+)/(\d+) kB")
 
 
 class PgTasks:
+    handoff: Any = None  # ctl.agent.handoff.Handoff, set by the agent: a synchronous standby's hand-off
+
     def __init__(self, config: Config, node: NodeState, dcs: Any, pg: Any, clock: Callable[[], float]) -> None:
         self.config = config
         self.node = node
@@ -79,10 +82,20 @@ class PgTasks:
         if not self.pg.is_running():
             raise CtlError("postgres is not running")
         standby = bool(self.node.pg_state is not None and self.node.pg_state.in_recovery)
-        self.pg.stop(mode="fast", timeout=timeout)
-        job.check()
-        self.start(job, standby=standby, target=self.node.upstream if standby else None, timeout=timeout,
-                   restarting=True)
+        known = self.node.cluster  # read before our `restarting` member key could make the leader drop us
+
+        def stop_and_start() -> None:
+            self.pg.stop(mode="fast", timeout=timeout)
+            job.check()
+            self.start(job, standby=standby, target=self.node.upstream if standby else None, timeout=timeout,
+                       restarting=True)
+
+        if self.handoff is not None:  # a synchronous standby first hands its role over (ctl/agent/handoff.py)
+            self.handoff.around(stop_and_start, what="restart", settings=self.node.settings,
+                                configured=self.config.tags, is_leader=self.node.holds_lock_now() or not standby,
+                                known=known, cancelled=job.cancelled.is_set)
+        else:
+            stop_and_start()
         log.info("restarted PostgreSQL on request")
         return True
 
@@ -157,7 +170,9 @@ class PgTasks:
                 job.progress = {"done_bytes": int(m.group(1)) * 1024, "total_bytes": int(m.group(2)) * 1024}
 
         try:
-            self.pg.basebackup(source, options=st.basebackup_options(self.config), on_output=progress)
+            job.check()
+            with cancellable(job.cancelled.is_set):  # a cancel just before pg_basebackup starts kills it too
+                self.pg.basebackup(source, options=st.basebackup_options(self.config), on_output=progress)
         except CtlError:
             self.pg.remove_data_dir()
             raise
@@ -190,7 +205,9 @@ class PgTasks:
         job.state = "rewinding"
         log.info("running pg_rewind from %s", target)
         audit.record(self.dcs, self.node.name, "rewind", f"pg_rewind from {target}", source=target)
-        if not self.pg.rewind(source):
+        with cancellable(job.cancelled.is_set):
+            rewound = self.pg.rewind(source)
+        if not rewound:
             job.check()
             if not self.source_reachable(target):
                 return False

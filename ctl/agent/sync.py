@@ -7,7 +7,8 @@ What to do, and in which order, is decided by ctl.ha.sync (pure); this module on
 - `delete_sync`: CAS-delete it (synchronous mode switched off).
 - `set_names`: synchronous_standby_names in postgresql.hactl.conf, then a reload, then wait until the server uses the
   new value; record the primary's WAL position at that point (`sync_ready_lsn`): a standby is trusted with promotion
-  only once it has flushed up to there.
+  only once it has flushed up to there; then write a little WAL, so that commits already waiting are released by
+  the standbys now named without waiting for their next status interval.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ class SyncKeeper:
             time.sleep(_SETTLE)
             rows = pg.execute("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint")
             node.sync_ready_lsn = int(rows[0][0]) if rows else None
+            # A standby replies only when WAL arrives (or every wal_receiver_status_interval): write a little, so
+            # that the standbys now named reply and release the commits already waiting (Patroni does the same).
+            pg.execute("DO $$BEGIN SET LOCAL synchronous_commit = 'off'; PERFORM pg_catalog.txid_current(); END$$")
         if value is None:
             log.info("synchronous mode off: synchronous_standby_names restored to the configured value %r", wanted)
         else:

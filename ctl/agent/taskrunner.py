@@ -139,8 +139,12 @@ class TaskRunner:
             except Cancelled as exc:
                 job.result = TaskResult(False, str(exc))
             except Exception as exc:  # noqa: BLE001 - a task's failure is its result, the worker lives on
-                log.error("%s failed: %s", job.name, exc, exc_info=not _is_ctl_error(exc))
-                job.result = TaskResult(False, f"{job.name} failed: {exc}")
+                if job.cancelled.is_set():  # its program was killed by the cancel: not an error of the task
+                    log.info("%s cancelled (%s)", job.name, exc)
+                    job.result = TaskResult(False, f"{job.name} cancelled")
+                else:
+                    log.error("%s failed: %s", job.name, exc, exc_info=not _is_ctl_error(exc))
+                    job.result = TaskResult(False, f"{job.name} failed: {exc}")
             finally:
                 if job.result is None:
                     job.result = TaskResult(False, f"{job.name} ended without a result")

@@ -16,6 +16,7 @@ ctl.pg.fence (which must run on the standard library alone) and are re-exported 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -23,14 +24,14 @@ import queue
 import signal
 import subprocess
 import threading
-from typing import IO, Any, Callable, Mapping, Sequence
+from typing import IO, Any, Callable, Iterator, Mapping, Sequence
 
 from ctl.errors import PgCommandError
 from ctl.pg.fence import is_postmaster_of, pid_alive, read_postmaster_pid
 from ctl.pg.osuser import OsUser
 
-__all__ = ["spawn", "spawn_from_keeper", "run", "child_env", "output_tail", "is_postmaster_of", "pid_alive",
-           "read_postmaster_pid"]
+__all__ = ["spawn", "spawn_from_keeper", "run", "cancellable", "kill_children", "child_env", "output_tail",
+           "is_postmaster_of", "pid_alive", "read_postmaster_pid"]
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
@@ -140,6 +141,20 @@ class _Keeper:
 _keeper = _Keeper()
 _children_lock = threading.Lock()
 _children: dict[int, set[int]] = {}  # thread ident -> PIDs of the programs run() waits for on that thread
+_scope = threading.local()  # .cancelled: the cancel flag of the task this thread runs (cancellable())
+
+
+@contextlib.contextmanager
+def cancellable(cancelled: Callable[[], bool]) -> Iterator[None]:
+    """Programs that run() starts on this thread inside the block are killed at once when `cancelled()` is true
+    after they were registered for kill_children(). This closes the race of a cancel that comes just before the
+    program starts: kill_children() found nothing to kill, and the program would have run to its end."""
+    previous = getattr(_scope, "cancelled", None)
+    _scope.cancelled = cancelled
+    try:
+        yield
+    finally:
+        _scope.cancelled = previous
 
 
 def spawn_from_keeper(argv: Sequence[str], user: OsUser | None, *, stdout: IO | int | None,
@@ -177,6 +192,9 @@ def run(
     me = threading.get_ident()
     with _children_lock:
         _children.setdefault(me, set()).add(proc.pid)
+    cancelled = getattr(_scope, "cancelled", None)
+    if cancelled is not None and cancelled():  # cancelled before we were registered: kill_children missed us
+        _kill_group(proc.pid)
     try:
         if on_output is not None:
             out = _read_lines(proc, timeout, on_output)

@@ -65,6 +65,20 @@ def test_own_writes_do_not_wake_the_loop():
     assert a.relevant_event(False, "config", "{}")
 
 
+def test_the_leader_wakes_when_its_sync_standby_hands_off():
+    from ctl.model import Leader, SyncState
+
+    a = agent()
+    a.cluster = Cluster(scope="demo", config=DynamicConfig({"synchronous_mode": True}), leader=Leader("node1"),
+                        members=(Member("node1"), Member("node2"), Member("node3")),
+                        sync=SyncState(leader="node1", sync_standby=("node2",)))
+    running = '{"state":"running","role":"replica"}'
+    assert not a.relevant_event(False, "members/node2", running)
+    assert a.relevant_event(False, "members/node2", '{"state":"running","tags":{"nosync":true,"sync_priority":0}}')
+    assert a.relevant_event(False, "members/node2", '{"state":"restarting","role":"replica"}')
+    assert not a.relevant_event(False, "members/node3", '{"state":"running","tags":{"nosync":true}}')
+
+
 def test_postgres_version_condition_of_a_scheduled_restart():
     assert _version_below(150018, "15.19")
     assert not _version_below(150018, "15.18")
