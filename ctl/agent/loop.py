@@ -211,7 +211,7 @@ class Agent:
             decision = self._decide_and_run(obs)
             self._after_actions()
             self._fence()
-            self._publish()
+            self._publish(etcd_failed=dcsfail.failed(self.dcs))  # after a failed call: the status only
             if obs.dcs_ok and dcsfail.failed(self.dcs):
                 obs, decision = self._handle_dcs_error()
         # after a change (start, promote, follow, step down ...) look again soon, so that state shows up quickly
@@ -332,10 +332,10 @@ class Agent:
                            scheduled_restart=self.scheduled_restart, data_dir_empty=self.pg.data_dir_empty(),
                            failsafe_active=self.failsafe.is_active())
 
-    def _publish(self) -> None:
+    def _publish(self, etcd_failed: bool = False) -> None:
         """Keep our lease alive and our member key current; refresh the cached status for the REST API."""
         me = self._self()
-        if self.cluster is not None and not dcsfail.failed(self.dcs):  # after a failed call: the status only
+        if self.cluster is not None and not etcd_failed:
             try:
                 lease = self.dcs.ensure_lease(self.settings.ttl)
                 if lease == self._lease_id:
