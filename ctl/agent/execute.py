@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Mapping, Sequence
 
-from ctl.agent import audit
+from ctl.agent import audit, dcsfail
 from ctl.agent import settings as st
 from ctl.agent import standby as sb
 from ctl.agent.callbacks import role_of
@@ -22,7 +22,7 @@ from ctl.agent.sync import SyncKeeper
 from ctl.agent.taskrunner import Job, TaskResult, TaskRunner
 from ctl.config import Config
 from ctl.dcs import codec, keys
-from ctl.errors import CtlError
+from ctl.errors import CtlError, DcsUnavailable
 from ctl.ha.actions import Action, Decision, Kind
 from ctl.ha.standby import REMOTE
 from ctl.pg.conf import slot_name
@@ -69,7 +69,7 @@ class Executor:
             except CtlError as exc:
                 log.error("%s failed: %s", action, exc)
                 ok = False
-            if not ok:
+            if not ok or dcsfail.failed(self.dcs):  # etcd gone: the loop's DCS-error path takes over at once
                 return False
         return True
 
@@ -172,6 +172,7 @@ class Executor:
         node = self.node
         before = self.clock()
         self.dcs.ensure_lease(node.settings.ttl)
+        self._keepalive()  # the lease may date from the last iteration: its expiry must count from `before`
         if self.dcs.acquire_leader(node.name):
             node.last_lock_renewal = before
             log.info("acquired leader lock")
@@ -182,13 +183,26 @@ class Executor:
     def _renew_lock(self, action: Action) -> bool:
         node = self.node
         before = self.clock()
-        self.dcs.refresh_lease()
+        self._keepalive()
         if self.dcs.renew_leader(node.name):
             node.last_lock_renewal = before
             return True
         node.last_lock_renewal = None
         log.warning("lost leader lock")
         return False
+
+    def _keepalive(self) -> None:
+        """Refresh our lease, so that the lock renewed next expires ttl after the caller's `before` at the
+        earliest; a lease etcd no longer knows is replaced.
+
+        Raises:
+            DcsUnavailable: etcd did not answer (the lock is then not renewed: its expiry stays where it was).
+        """
+        if self.dcs.refresh_lease():
+            return
+        if dcsfail.failed(self.dcs):
+            raise DcsUnavailable("etcd is unreachable (lease keepalive)")
+        self.dcs.ensure_lease(self.node.settings.ttl)
 
     def _release_lock(self, action: Action) -> bool:
         self.node.last_lock_renewal = None

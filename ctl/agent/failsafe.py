@@ -26,6 +26,7 @@ from ctl.dcs import keys
 from ctl.errors import CtlError
 from ctl.ha.state import FailsafeView, PgView
 from ctl.model import Cluster
+from ctl.pg.conf import slot_name
 
 if TYPE_CHECKING:
     from ctl.agent.api import ApiServer, Request, Response
@@ -40,6 +41,14 @@ def _truthy(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("true", "on", "yes", "1")
     return value is True or (isinstance(value, int) and not isinstance(value, bool) and value != 0)
+
+
+def _slots(value: Any) -> dict[str, int]:
+    """The `slots` of a POST /failsafe body: {slot name: LSN}; anything malformed is left out."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+            and v >= 0}
 
 
 def encode_key(members: Mapping[str, str]) -> str:
@@ -63,7 +72,14 @@ class Failsafe:
         self._lock = threading.Lock()
         self.members: dict[str, str] | None = None  # the last `failsafe` key read from the DCS
         self._received: tuple[str, float] | None = None  # (leader name, monotonic time) of the last POST accepted
-        self._active_at: float = 0.0  # the leader: monotonic time of the last check that passed
+        self._active_at: float = 0.0  # the leader: monotonic time of the last check that passed (0: DCS back since)
+        # the leader: start of the last exchange every member accepted; they do not race until ttl after it, even
+        # if etcd answered in between (so unlike _active_at it is not reset)
+        self._passed_at: float = 0.0
+        # a replica: the `slots` of the last POST accepted ({slot name: LSN}). Patroni copies them into its view of
+        # `status` to advance its copies of the leader's permanent slots; hactl replicas keep no such copies, so
+        # they are only kept here (and a hactl replica answers a Patroni leader exactly as a Patroni one would)
+        self.received_slots: dict[str, int] = {}
 
     # ------------------------------------------------------------------------------------------------ state
     def enabled(self) -> bool:
@@ -94,18 +110,39 @@ class Failsafe:
         if self.members is None or me not in self.members:
             return view
         others = {n: url for n, url in self.members.items() if n != me}
-        # Answers must arrive before anyone could act on our silence: the lease expires ttl after the last
-        # renewal, and a replica races again ttl after the last POST it accepted. One second of margin for the
-        # demotion itself. (Patroni waits 2 s per request, twice, whatever is left: #3550.)
-        base = max(self.agent.node.last_lock_renewal or 0.0, self._active_at)
-        deadline = time.monotonic() + 2 * POST_TIMEOUT if not base else base + self.agent.settings.ttl - 1.0
         started = time.monotonic()  # replicas accepted no earlier than this: their ttl window starts here
-        failed = tuple(sorted(n for n, ok in self._post_all(others, deadline).items() if not ok))
+        deadline = self.answers_due(started)
+        since = started - self._base()
+        failed = tuple(sorted(n for n, ok in self._post_all(others, deadline, pg).items() if not ok))
+        took = time.monotonic() - started
         if not failed:
-            self._active_at = started
+            first = not self._active_at  # the first passed exchange of this outage is logged at info
+            self._active_at = self._passed_at = started
+            log.log(logging.INFO if first else logging.DEBUG, "failsafe: %d members accepted POST /failsafe in "
+                    "%.2fs, asked %.2fs after the last renewal or passed exchange", len(others), took, since)
         else:
             self._active_at = 0.0
+            log.warning("failsafe: %s did not accept POST /failsafe (asked %.2fs after the last renewal or passed "
+                        "exchange, gave up after %.2fs)", ", ".join(failed), since, took)
         return FailsafeView(enabled=True, members=self.members, all_accepted=not failed, unreachable=failed)
+
+    def _base(self) -> float:
+        return max(self.agent.node.last_lock_renewal or 0.0, self._passed_at)
+
+    def answers_due(self, now: float) -> float:
+        """Until when POST /failsafe answers count: retry_timeout before anyone could act on our silence.
+
+        Nobody can take over before ttl after max(the last lease keepalive etcd answered, the start of the last
+        exchange every member accepted): the lease and the leader key on it live until the first, replicas stay
+        off the race until the second. Keeping retry_timeout of that for the demotion leaves the exchange at
+        least retry_timeout/3 (ctl/agent/dcsfail.py). Patroni waits 2 s per request and retries once, whatever
+        is left (#3550).
+        """
+        s = self.agent.settings
+        base = self._base()
+        if not base:
+            return now + 2 * POST_TIMEOUT
+        return min(now + 2 * POST_TIMEOUT, base + s.ttl - s.retry_timeout)
 
     def after_renewal(self) -> None:
         """The leader renewed its lock: write the `failsafe` key when failsafe_mode is on and the value changed."""
@@ -128,18 +165,23 @@ class Failsafe:
             return received[0]
         return None
 
-    def _post_all(self, targets: Mapping[str, str], deadline: float) -> dict[str, bool]:
+    def _post_all(self, targets: Mapping[str, str], deadline: float, pg: PgView) -> dict[str, bool]:
         if not targets:
             return {}
-        body = json.dumps(self._payload()).encode("utf-8")
+        body = json.dumps(self.payload(pg)).encode("utf-8")
         with ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool:
             results = dict(zip(targets, pool.map(lambda url: self._post(url, body, deadline), targets.values())))
         return results
 
-    def _payload(self) -> dict[str, Any]:
+    def payload(self, pg: PgView) -> dict[str, Any]:
+        """The POST body, as Patroni's: `slots` maps slot names to LSNs (Patroni's `Postgresql.slots()`: its
+        permanent slots, none in hactl, plus its own member slot at its current WAL position), omitted when the
+        position is unknown."""
         a = self.agent
-        # Patroni adds `slots` (permanent slots' positions); hactl keeps no permanent slots, so it is omitted
-        return {"name": a.name, "conn_url": a.conn_url, "api_url": a.api_url}
+        data: dict[str, Any] = {"name": a.name, "conn_url": a.conn_url, "api_url": a.api_url}
+        if pg.wal_lsn is not None:
+            data["slots"] = {slot_name(a.name): int(pg.wal_lsn)}
+        return data
 
     def _post(self, api_url: str, body: bytes, deadline: float) -> bool:
         base = api_url.rsplit("/", 1)[0] if api_url.endswith("/patroni") else api_url.rstrip("/")
@@ -176,6 +218,7 @@ class Failsafe:
             return Response(400, error=True)
         with self._lock:
             self._received = (name, time.monotonic())
+            self.received_slots = _slots(data.get("slots"))
         lsn = st.replayed_location if st.replayed_location is not None else st.received_location
         headers = {"lsn": str(lsn)} if lsn is not None else {}
         return Response(200, "Accepted", headers=headers)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from ctl import __version__
-from ctl.agent import audit, member, scheduled
+from ctl.agent import audit, dcsfail, member, scheduled
 from ctl.agent import settings as st
 from ctl.agent.callbacks import hooks_for, role_of
 from ctl.agent.dynamic import DynamicConfigWatch
@@ -31,7 +31,7 @@ from ctl.agent.pgview import pg_view
 from ctl.agent.taskrunner import TaskResult, TaskRunner
 from ctl.config import Config
 from ctl.dcs.codec import parse_member
-from ctl.errors import CtlError
+from ctl.errors import CtlError, DcsUnavailable
 from ctl.ha import handoff
 from ctl.ha.actions import Decision, Kind
 from ctl.ha.decide import decide
@@ -208,20 +208,36 @@ class Agent:
             obs = self.observe()
             if obs.task is None:
                 self.dynamic.apply()
-            decision = decide(obs)
-            if decision.reason != self._last_reason:
-                log.info("%s", decision.reason)
-                self._last_reason = decision.reason
-            self.executor.run(decision)
+            decision = self._decide_and_run(obs)
             self._after_actions()
             self._fence()
-            self._publish()
+            self._publish(etcd_failed=dcsfail.failed(self.dcs))  # after a failed call: the status only
+            if obs.dcs_ok and dcsfail.failed(self.dcs):
+                obs, decision = self._handle_dcs_error()
         # after a change (start, promote, follow, step down ...) look again soon, so that state shows up quickly
         routine = {Kind.NOOP, Kind.RENEW_LOCK, Kind.UPDATE_STATUS, Kind.CREATE_SLOTS}
         pg = obs.pg
         settling = bool(pg.running and pg.in_recovery is not False and self.node.upstream and not pg.streaming)
         self.quick_recheck = settling or any(k not in routine for k in decision.kinds)
         return decision
+
+    def _decide_and_run(self, obs: Observation) -> Decision:
+        decision = decide(obs)
+        if decision.reason != self._last_reason:
+            log.info("%s", decision.reason)
+            self._last_reason = decision.reason
+        self.executor.run(decision)
+        return decision
+
+    def _handle_dcs_error(self) -> tuple[Observation, Decision]:
+        """etcd went away after this iteration's read (a keepalive or a write found no endpoint): decide again
+        without it now, as Patroni's `_handle_dcs_error`, so that a primary runs the failsafe exchange (or demotes)
+        at once instead of after loop_wait and one more failed read (ctl/agent/dcsfail.py has the arithmetic)."""
+        log.warning("DCS unreachable: etcd stopped answering during this iteration")
+        obs = self.observe(read=False)
+        decision = self._decide_and_run(obs)
+        self._publish()  # the DCS is unreachable: the REST status only
+        return obs, decision
 
     def _run_scheduled_restart(self) -> None:
         """A restart scheduled over REST (`POST /restart {"schedule": ...}`) starts here once it is due."""
@@ -238,15 +254,16 @@ class Agent:
         if job is None and refused is not None:
             log.error("scheduled restart not started: %s", refused.message)
 
-    def observe(self) -> Observation:
+    def observe(self, read: bool = True) -> Observation:
+        """The iteration's view; `read=False`: etcd just failed, observe as if the read had failed."""
         now = self.clock()
         task = self.runner.busy  # before the probe: a task that starts later cannot hide behind it
+        cluster = None
         try:
-            cluster = self.dcs.get_cluster()
+            cluster = self.dcs.get_cluster() if read else None
         except CtlError as exc:
             if self.cluster is not None:
                 log.warning("DCS unreachable: %s", exc)
-            cluster = None
         self.cluster = cluster
         audit.pause_seen(self.dcs, self.name, cluster)
         if cluster is not None:
@@ -291,6 +308,8 @@ class Agent:
         if s is not None and s.running and self.runner.busy is None:
             node.hooks.adopted(role_of(node))  # found running at start and no callback yet: on_start, as Patroni
         c = node.cluster
+        if dcsfail.failed(self.dcs):
+            return  # etcd went away during the actions: the DCS-error path runs next, without more timeouts
         if node.last_lock_renewal is not None and c is not None and c.leader is not None and c.leader.name == self.name:
             self.failsafe.after_renewal()  # the `failsafe` key, after a renewal (Patroni's update_leader)
 
@@ -313,14 +332,16 @@ class Agent:
                            scheduled_restart=self.scheduled_restart, data_dir_empty=self.pg.data_dir_empty(),
                            failsafe_active=self.failsafe.is_active())
 
-    def _publish(self) -> None:
+    def _publish(self, etcd_failed: bool = False) -> None:
         """Keep our lease alive and our member key current; refresh the cached status for the REST API."""
         me = self._self()
-        if self.cluster is not None:
+        if self.cluster is not None and not etcd_failed:
             try:
                 lease = self.dcs.ensure_lease(self.settings.ttl)
                 if lease == self._lease_id:
                     if not self.dcs.refresh_lease():
+                        if dcsfail.failed(self.dcs):  # one timeout is enough: the DCS-error path runs next
+                            raise DcsUnavailable("etcd is unreachable (lease keepalive)")
                         lease = self.dcs.ensure_lease(self.settings.ttl)
                 if lease != self._lease_id:
                     self._lease_id = lease

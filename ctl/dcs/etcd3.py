@@ -11,6 +11,7 @@ Public API (`Etcd3Dcs`); every key argument is relative to `prefix` (`/<namespac
     Etcd3Dcs(settings, namespace, scope, *, timeout=2.0)
     .prefix: str, .scope: str, .lease_id: int | None, .lease_ttl: int | None
     .get_cluster() -> Cluster                         one range read of the prefix -> codec.parse_cluster
+    .last_failure() -> float | None                   when this thread's last call found no endpoint (None: answered)
     .get(key) -> KeyValue | None                      one key
     .ensure_lease(ttl) -> int                         grant a lease unless ours is alive (local estimate) with this ttl
     .refresh_lease() -> bool                          one keepalive; False: no lease, expired (TTL 0) or etcd unreachable
@@ -79,6 +80,11 @@ class Etcd3Dcs:
         self._lease_id: int | None = None
         self._lease_ttl: int | None = None
         self._lease_deadline = 0.0  # time.monotonic() after which the lease is presumed expired
+
+    def last_failure(self) -> float | None:
+        """When the calling thread's last etcd call found no endpoint (time.monotonic()), or None if it got an
+        answer. The HA loop uses it to notice that etcd went away in the middle of an iteration."""
+        return self._conn.last_failure()
 
     @property
     def rebuilds(self) -> int:

@@ -98,6 +98,7 @@ class EtcdConnection:
         self._closed = False
         self.on_endpoint_failed: Callable[[str], None] | None = None  # the watch re-arms when its endpoint fails
         self.rebuilds = 0  # how often an expired auth token made us rebuild the client (for tests/diagnostics)
+        self._outcome = threading.local()  # per thread: when its last call found no endpoint (None: it answered)
 
     # ------------------------------------------------------------------------------------------- building
 
@@ -197,6 +198,11 @@ class EtcdConnection:
                         keep.append((client, since))
                 self._retired = keep
 
+    def last_failure(self) -> float | None:
+        """time.monotonic() at which the calling thread's last call gave up because no endpoint answered, or None
+        when that call got an answer (per thread: the HA loop must not see the REST or watch threads' calls)."""
+        return getattr(self._outcome, "failed_at", None)
+
     def current_label(self, client: Any) -> str:
         return str(getattr(client, "_current_ep_label", None) or self._labels[self._preferred])
 
@@ -217,7 +223,11 @@ class EtcdConnection:
             DcsError: etcd refused the request.
             LeaseGone: etcd does not know the lease the request referred to.
         """
-        client = self.client()
+        try:
+            client = self.client()
+        except DcsUnavailable:
+            self._outcome.failed_at = time.monotonic()
+            raise
         tried: list[str] = []
         timeouts = 0
         token_retry = True
@@ -233,6 +243,7 @@ class EtcdConnection:
             except grpc.RpcError as exc:
                 details = exc.details() or ""
                 if _is_lease_not_found(details):
+                    self._outcome.failed_at = None
                     raise LeaseGone() from None
                 if is_auth_token_error(details) and self.settings.username and token_retry:
                     token_retry = False
@@ -241,6 +252,7 @@ class EtcdConnection:
                     tried.pop()
                     continue
                 if exc.code() not in UNAVAILABLE_CODES:
+                    self._outcome.failed_at = None  # etcd answered (with a refusal)
                     raise self.map_rpc(exc, what) from None
                 failure = self.map_rpc(exc, what)
                 timeouts += exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -252,12 +264,15 @@ class EtcdConnection:
             except ValueError as exc:  # a channel closed by a client rebuild in another thread
                 failure = DcsUnavailable(f"etcd at {self.where} is unreachable ({what}: {exc})")
             else:
+                self._outcome.failed_at = None
                 self._answered(label)
                 return result
             self._endpoint_failed(label)
             if timeouts >= self._max_timeouts:
                 break
         self._note_unreachable(True, what)
+        if isinstance(failure, DcsUnavailable):
+            self._outcome.failed_at = time.monotonic()
         assert failure is not None
         raise failure
 

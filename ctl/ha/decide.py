@@ -177,8 +177,8 @@ def _without_dcs(obs: Observation) -> Decision:
     elapsed = obs.now - obs.last_lock_renewal
     limit = demote_after(obs)
     if elapsed >= limit:
-        return _d(f"demoting: cannot renew leader lock for {elapsed:.1f}s (limit {limit:.0f}s, ttl {obs.settings.ttl}s)"
-                  + failsafe.why_not_accepted(obs), act(Kind.DEMOTE))
+        return _d(f"demoting: cannot renew leader lock for {elapsed:.1f}s (limit {limit:.0f}s, ttl {obs.settings.ttl}s)",
+                  act(Kind.DEMOTE))
     return _d(f"DCS unreachable: leader lock renewed {elapsed:.1f}s ago, demoting at {limit:.0f}s")
 
 

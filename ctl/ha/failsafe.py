@@ -12,9 +12,12 @@ from ctl.ha.state import Observation
 
 
 def keeps_leading(obs: Observation) -> Decision | None:
-    """DCS unreachable, this node a running primary: continue as leader iff every member accepted our POST.
+    """DCS unreachable, this node a running primary: continue as leader iff every member accepted our POST,
+    demote at once otherwise (Patroni's `_handle_dcs_error`: the answers were due retry_timeout before anyone
+    could take over, and that time is left for the demotion).
 
-    None: failsafe does not apply, and the usual rule (demote before the lease can expire) decides.
+    None: failsafe does not apply (off, not asked, not listed), and the usual rule (demote before the lease can
+    expire) decides.
     """
     fs = obs.failsafe
     if not fs.enabled or not obs.is_primary or obs.last_lock_renewal is None:
@@ -25,15 +28,10 @@ def keeps_leading(obs: Observation) -> Decision | None:
         others = len([n for n in fs.members if n != obs.name])
         return Decision((act(Kind.NOOP),), "DCS unreachable: continuing to run as the leader because failsafe mode "
                         f"is enabled and all members are accessible ({others} accepted POST /failsafe)")
+    if fs.all_accepted is False:
+        return Decision((act(Kind.DEMOTE),), "demoting: DCS unreachable and failsafe mode could not reach every "
+                        f"member ({', '.join(fs.unreachable) or 'some'} did not accept POST /failsafe)")
     return None
-
-
-def why_not_accepted(obs: Observation) -> str:
-    """A reason suffix for the demotion log line when failsafe was tried and failed."""
-    fs = obs.failsafe
-    if fs.enabled and fs.all_accepted is False and fs.unreachable:
-        return f"; failsafe: {', '.join(fs.unreachable)} did not accept POST /failsafe"
-    return ""
 
 
 def election_block(obs: Observation) -> str | None:

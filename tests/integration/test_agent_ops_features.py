@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -46,9 +47,9 @@ def cluster(request, tmp_path_factory):
 
     AgentCluster.add_node = add_node  # cluster A's nodes only: restored once they are added
     try:
-        # ttl 12, not 8: the iteration in which etcd freezes can spend ~7 s in client timeouts (lease refresh, renew,
-        # member key, read) before the failsafe round, which must end 1 s before the lease could expire
-        with running_cluster(request, ttl=12) as c:
+        # ttl 8 (loop_wait 1, retry_timeout 3): etcd may freeze at any point of an iteration, and the failsafe
+        # exchange still runs after the first failed call, well before its answers are due (ttl - retry_timeout)
+        with running_cluster(request, ttl=8) as c:
             AgentCluster.add_node = original
             c.callback_log = out  # type: ignore[attr-defined]
             c.callback_script = script  # type: ignore[attr-defined]
@@ -279,6 +280,41 @@ def _freeze(c: AgentCluster) -> None:
     os.kill(c.etcd.proc.pid, signal.SIGSTOP)
 
 
+def _leader_revision(c: AgentCluster) -> int:
+    import base64
+
+    key = (c.namespace.rstrip("/") + "/" + c.scope + "/leader").encode()
+    body = json.dumps({"key": base64.b64encode(key).decode()}).encode()
+    req = urllib.request.Request(c.etcd.url + "/v3/kv/range", data=body, method="POST")
+    with urllib.request.urlopen(req, timeout=3) as r:
+        kvs = json.loads(r.read()).get("kvs", [])
+    return int(kvs[0]["mod_revision"]) if kvs else 0
+
+
+def _freeze_after_renewal(c: AgentCluster) -> None:
+    """Freeze etcd a few ms after the leader renewed its lock: in the middle of its iteration, before its lease
+    keepalive and member key update (the case where a DCS call fails after the read succeeded)."""
+    first = _leader_revision(c)
+    deadline = time.monotonic() + 10
+    while _leader_revision(c) == first and time.monotonic() < deadline:
+        pass
+    _freeze(c)
+
+
+MID_ITERATION = "etcd stopped answering during this iteration"  # the agent's DCS-error path (ctl/agent/loop.py)
+
+
+def _log_count(c: AgentCluster, name: str, text: str) -> int:
+    with open(c.nodes[name].log_path, encoding="utf-8", errors="replace") as f:
+        return f.read().count(text)
+
+
+def _write_gap(probe: WriteProbe, name: str, since: float) -> float:
+    """The longest time between two writes `name` accepted, from `since` on."""
+    times = [t for t, ok in probe.rounds if name in ok and t >= since]
+    return max((b - a for a, b in zip(times, times[1:])), default=float("inf"))
+
+
 def _thaw(c: AgentCluster) -> None:
     os.kill(c.etcd.proc.pid, signal.SIGCONT)
 
@@ -288,11 +324,16 @@ def test_failsafe_leader_keeps_writing_while_every_member_is_up(failsafe: AgentC
     c = failsafe
     leader = c.wait_healthy()
     assert rest(c, leader, "POST", "/failsafe", {"name": "x"})[0] == 500  # "Running as a leader"
+    mid_iteration = round_ % 2 == 0  # odd rounds: etcd freezes wherever the leader's loop happens to be
     with WriteProbe(c) as probe:
         time.sleep(0.5)
-        _freeze(c)
+        mid_path = _log_count(c, leader, MID_ITERATION)
+        t0 = time.monotonic()
+        if mid_iteration:
+            _freeze_after_renewal(c)
+        else:
+            _freeze(c)
         try:
-            t0 = time.monotonic()
             while time.monotonic() - t0 < 2 * c.ttl:
                 assert c.writable(leader), f"{leader} stopped accepting writes {time.monotonic() - t0:.1f}s in"
                 time.sleep(0.2)
@@ -304,6 +345,42 @@ def test_failsafe_leader_keeps_writing_while_every_member_is_up(failsafe: AgentC
         time.sleep(1)
     probe.assert_never_two_writable()
     assert c.wait_healthy() == leader
+    mid_path = _log_count(c, leader, MID_ITERATION) > mid_path
+    with open(c.nodes[leader].log_path, encoding="utf-8", errors="replace") as f:
+        asked = re.findall(r"accepted POST /failsafe in \S+, asked (\S+) after", f.read())[-1:]
+    print(f"\nfailsafe round {round_} ({'after a renewal' if mid_iteration else 'anywhere'}): {leader} kept "
+          f"writing, longest write gap {_write_gap(probe, leader, t0):.2f}s; "
+          f"{'a call after the read failed first' if mid_path else 'the read failed first'}; "
+          f"members asked {''.join(asked)} after the last renewal")
+
+
+@pytest.mark.parametrize("round_", ROUNDS)
+def test_failsafe_leader_cut_off_etcd_alone_keeps_writing_and_no_replica_takes_over(failsafe: AgentCluster,
+                                                                                   round_: int):
+    """Only the primary loses etcd: its lease, and the leader key, expire after ttl while the replicas still see
+    etcd; they keep following it because it POSTs /failsafe to them (Patroni's rule), and it takes the lock again
+    once it reaches etcd."""
+    c = failsafe
+    leader = c.wait_healthy()
+    with WriteProbe(c) as probe:
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        c.nodes[leader].proxy.cut()
+        try:
+            wait_for(lambda: c.leader() is None, timeout=2 * c.ttl, interval=0.1, what="the leader key to expire")
+            expired = time.monotonic() - t0
+            while time.monotonic() - t0 < expired + c.ttl:  # a whole ttl after the lease is gone: nobody races
+                assert c.writable(leader), f"{leader} stopped accepting writes {time.monotonic() - t0:.1f}s in"
+                time.sleep(0.2)
+            assert c.leader() is None
+        finally:
+            c.nodes[leader].proxy.restore()
+        wait_for(lambda: c.leader() == leader, timeout=30, what=f"{leader} holding the lock again")
+        time.sleep(1)
+    probe.assert_never_two_writable()
+    assert c.wait_healthy() == leader
+    print(f"\nfailsafe round {round_} (leader cut off etcd alone): leader key gone {expired:.1f}s after the cut, "
+          f"{leader} kept writing, longest write gap {_write_gap(probe, leader, t0):.2f}s")
 
 
 @pytest.mark.parametrize("round_", ROUNDS)

@@ -76,3 +76,38 @@ def test_a_long_action_and_the_rest_of_the_list_go_to_the_task_runner():
     release.set()
     assert blocker.done.wait(5)
     runner.stop()
+
+
+class FrozenDcs:
+    """etcd that stopped answering: every call times out (as seen by the calling thread)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.failed_at: float | None = None
+
+    def last_failure(self) -> float | None:
+        return self.failed_at
+
+    def refresh_lease(self) -> bool:
+        self.calls.append("refresh_lease")
+        self.failed_at = 1.0
+        return False
+
+    def renew_leader(self, name: str) -> bool:
+        self.calls.append("renew_leader")
+        raise AssertionError("not reached: the keepalive already found etcd gone")
+
+    def put(self, key: str, value: str, **kw) -> bool:
+        self.calls.append("put " + key)
+        return True
+
+
+def test_the_first_call_that_finds_etcd_gone_ends_the_actions_and_keeps_the_lock_expiry_where_it_was():
+    """One timeout per failing iteration, not one per remaining call: the loop's DCS-error path (the failsafe
+    exchange) runs next. A keepalive etcd did not answer does not count as a renewal."""
+    dcs = FrozenDcs()
+    ex = executor(lambda: 50.0, dcs=dcs)
+    ex.node.last_lock_renewal = 40.0
+    done = ex.run(Decision((Action(Kind.RENEW_LOCK), Action(Kind.CLEAR_FAILOVER)), "renew"))
+    assert done is False and dcs.calls == ["refresh_lease"]
+    assert ex.node.last_lock_renewal == 40.0

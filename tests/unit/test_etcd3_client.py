@@ -4,6 +4,7 @@ at most majority(n) timeouts, sticky to the endpoint that answered. The calls ar
 from __future__ import annotations
 
 import etcd3.exceptions as etcd3_exc
+import grpc
 import pytest
 
 from ctl.config import EtcdSettings
@@ -92,3 +93,32 @@ def test_one_endpoint_gets_a_second_chance_only_after_a_fast_failure():
         assert tried == [A] and isinstance(result, DcsUnavailable)
     finally:
         single.close()
+
+
+def test_last_failure_is_per_thread_and_cleared_by_an_answer(conn):
+    """The HA loop asks whether its own last call found etcd (ctl/agent/dcsfail.py): a REST thread's call must not
+    hide the loop's failure, nor fake one."""
+    import threading
+
+    timeout = etcd3_exc.ConnectionTimeoutError()
+    assert conn.last_failure() is None
+    call(conn, {A: timeout, B: timeout})
+    assert conn.last_failure() is not None
+    other: list[object] = []
+    t = threading.Thread(target=lambda: (call(conn, {}), other.append(conn.last_failure())))
+    t.start()
+    t.join()
+    assert other == [None] and conn.last_failure() is not None  # the other thread's answer is its own
+    call(conn, {})
+    assert conn.last_failure() is None
+    call(conn, {A: timeout, B: timeout})
+    tried, result = call(conn, {A: Refused(), B: Refused(), C: Refused()})
+    assert isinstance(result, DcsError) and conn.last_failure() is None  # etcd answered, with a refusal
+
+
+class Refused(grpc.RpcError):
+    def code(self):
+        return grpc.StatusCode.PERMISSION_DENIED
+
+    def details(self):
+        return "permission denied"
