@@ -150,7 +150,9 @@ class Switchover:
         """Patroni's `is_failover_possible`, plus hactl's lag check and per-member reasons. None: go ahead."""
         if leader and (cluster.leader is None or cluster.leader.name != leader):
             return "leader name does not match"
-        sync_only = action == "switchover" and cluster.synchronous_mode == "on"
+        # quorum too (Patroni checks mode on only): the leader's loop would refuse a non-quorum standby anyway
+        # (ctl/ha/eligibility.py rule_sync), and an answer now beats a written failover key that times out
+        sync_only = action == "switchover" and cluster.synchronous_mode in ("on", "quorum")
         sync_names = frozenset(cluster.sync.sync_standby) if cluster.sync else frozenset()
         if candidate:
             if sync_only and candidate not in sync_names:

@@ -308,6 +308,14 @@ def test_sync_mode_candidate_checks(client, dcs):
     assert r.text == "candidate name does not match with sync_standby"
 
 
+def test_quorum_mode_switchover_refuses_a_candidate_that_is_not_a_quorum_standby(client, dcs):
+    # stricter than Patroni's REST (mode on only): the leader's loop would refuse it anyway, so say so now
+    dcs.set("config", json.dumps({**CONFIG, "synchronous_mode": "quorum"}))
+    dcs.set("sync", json.dumps({"leader": "node1", "quorum": 0, "sync_standby": "node3"}))
+    r = client.post("/switchover", json={"leader": "node1", "candidate": "node2"})
+    assert (r.status_code, r.text) == (412, "candidate name does not match with sync_standby")
+
+
 def test_only_leader(client, dcs, peers):
     dcs.remove("members/node2")
     dcs.remove("members/node3")
